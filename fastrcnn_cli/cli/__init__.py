@@ -1,0 +1,64 @@
+"""The ``fastrcnn`` command line: a thin layer that parses, calls one function of the core, and prints.
+
+Every command lives in a module of its own here; errors a user can cause (:mod:`fastrcnn_cli.errors`) are
+printed as one clear message (no traceback) and mapped to their exit code by :func:`main`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from fastrcnn_cli.cli.app import app
+
+# importing the command modules registers their commands on ``app``
+from fastrcnn_cli.cli import data as _data  # noqa: F401,E402
+from fastrcnn_cli.cli import propose as _propose  # noqa: F401,E402
+from fastrcnn_cli.cli import train as _train  # noqa: F401,E402
+from fastrcnn_cli.cli import detect as _detect  # noqa: F401,E402
+from fastrcnn_cli.cli import evaluate as _evaluate  # noqa: F401,E402
+from fastrcnn_cli.cli import compress_svd as _compress_svd  # noqa: F401,E402
+from fastrcnn_cli.cli import benchmark as _benchmark  # noqa: F401,E402
+
+
+def version_text() -> str:
+    import platform
+
+    import torch
+
+    from fastrcnn_cli import __version__
+    from fastrcnn_cli.devices import describe_device, resolve_device
+
+    cuda = f"CUDA {torch.version.cuda}, GPU available: {torch.cuda.is_available()}" if torch.version.cuda else "CPU-only build"
+    return (
+        f"fastrcnn {__version__}\n"
+        f"python {platform.python_version()}, torch {torch.__version__} ({cuda})\n"
+        f"device: {describe_device(resolve_device('auto'))}"
+    )
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(version_text() + "\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version_callback, is_eager=True, help="Show versions and device, then exit."),
+    ] = False,
+) -> None:
+    """Fast R-CNN (Girshick, ICCV 2015) as a command-line toolkit.
+
+    Exit codes: 0 ok, 1 failure, 2 usage error, 3 data set validation failed, 4 training diverged
+    (NaN/inf loss), 5 not implemented yet, 130 interrupted.
+    """
+
+
+def main() -> None:
+    """Entry point of the ``fastrcnn`` console script."""
+    app(prog_name="fastrcnn")

@@ -1,0 +1,61 @@
+"""Errors a user can cause, and the exit codes the command line maps them to.
+
+The core raises these; the command line (``fastrcnn_cli.cli``) prints their message, without a traceback,
+and exits with their code. Anything else that escapes is a bug and exits with code 1.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  #: bad input file, missing weights, a bug
+    USAGE = 2  #: bad command-line usage (Click's own code)
+    DATASET_INVALID = 3  #: data set validation failed (``--strict``, or nothing usable left)
+    DIVERGED = 4  #: training stopped on a NaN or infinite loss
+    NOT_IMPLEMENTED = 5  #: a command that this version does not provide yet
+    INTERRUPTED = 130  #: Ctrl-C (training saves a checkpoint first)
+
+
+class FastRCNNError(Exception):
+    """An error with a message meant for the user. ``path`` names the file at fault, when there is one."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, path: object | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(FastRCNNError):
+    """A file the user gave cannot be used (missing, unreadable, wrong format)."""
+
+
+class CheckpointError(InputError):
+    """A weights file is not a fastrcnn checkpoint, or does not fit the task."""
+
+
+class DatasetError(FastRCNNError):
+    """A data set failed validation; ``problems`` lists every problem found."""
+
+    exit_code = ExitCode.DATASET_INVALID
+
+    def __init__(self, message: str, problems: list | None = None, path: object | None = None) -> None:
+        super().__init__(message, path)
+        self.problems = list(problems or [])
+
+
+class DivergedError(FastRCNNError):
+    """Training produced a NaN or infinite loss."""
+
+    exit_code = ExitCode.DIVERGED
+
+
+class DeviceError(FastRCNNError):
+    """The requested device does not exist here."""
+
+
+class BuildError(FastRCNNError):
+    """A native extension could not be compiled."""
