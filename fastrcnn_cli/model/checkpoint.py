@@ -1,0 +1,171 @@
+"""Self-describing checkpoints: everything detect and evaluate need, in one file.
+
+A checkpoint is a ``torch.save``-d dict::
+
+    format            "fastrcnn-checkpoint"
+    format_version    1
+    fastrcnn_version  the version that wrote it
+    model             ModelConfig.to_dict(): backbone spec, classes (no background), head (hidden, RoI size, SVD ranks)
+    preprocessing     how images are normalised (channel order, mean, std)
+    input             {"scales": [600], "max_size": 1000}: the test scale(s) it was trained for
+    proposals         the Selective Search settings used in training (detect uses the same by default)
+    box_coding        {"means", "stds", "folded": true}: regression normalisation, already folded into bbox_pred
+    state_dict        the weights (float32, or float16 for shipped models: ``dtype``)
+    dtype             "float32" | "float16"
+    compression       None, or what truncated SVD did (per layer: rank, shapes, energy kept)
+    training          a summary: data, split, iterations, time, metrics (free-form)
+    train_state       only in training checkpoints (``last``/``best``): optimiser, schedule, iteration,
+                      random state and the unfolded regressor, for ``--resume``
+
+Files are written atomically (:func:`fastrcnn_cli.io.atomic_torch_save`). Loading uses
+``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain data, never code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastrcnn_cli import __version__, box_coding
+from fastrcnn_cli.errors import CheckpointError
+from fastrcnn_cli.io import atomic_torch_save
+from fastrcnn_cli.model.backbones import Preprocessing
+from fastrcnn_cli.model.fast_rcnn import FastRCNN, ModelConfig, build_model
+
+FORMAT = "fastrcnn-checkpoint"
+FORMAT_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the model shipped with the package (see weights/README.md)
+DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "shapes-efficientnet-lite0.pt"
+WEIGHTS_ENV = "FASTRCNN_WEIGHTS"
+
+
+@dataclass
+class Checkpoint:
+    """The metadata of a checkpoint (everything but the weights), and the path it came from."""
+
+    config: ModelConfig
+    preprocessing: Preprocessing
+    scales: tuple[int, ...] = (600,)
+    max_size: int = 1000
+    proposals: dict[str, Any] = field(default_factory=dict)
+    box_coding: dict[str, Any] = field(default_factory=dict)
+    compression: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
+    path: Path | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fastrcnn_version": __version__,
+            "model": self.config.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "input": {"scales": list(self.scales), "max_size": self.max_size},
+            "proposals": dict(self.proposals),
+            "box_coding": dict(self.box_coding),
+            "compression": self.compression,
+            "training": dict(self.training),
+            "dtype": self.dtype,
+        }
+
+
+def default_weights_path() -> Path:
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env) if env else DEFAULT_WEIGHTS
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: FastRCNN,
+    meta: Checkpoint,
+    *,
+    normalised_regressor: bool = True,
+    half: bool = False,
+    train_state: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically. With ``normalised_regressor`` the model's bbox_pred predicts normalised
+    offsets (as during training) and the normalisation is folded into the saved weights."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if normalised_regressor:
+        w, b = box_coding.fold_normalisation(state["bbox_pred.weight"], state["bbox_pred.bias"])
+        state["bbox_pred.weight"], state["bbox_pred.bias"] = w, b
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    payload = meta.to_dict()
+    payload["dtype"] = "float16" if half else "float32"
+    payload["box_coding"] = {"means": list(box_coding.BBOX_MEANS), "stds": list(box_coding.BBOX_STDS), "folded": True}
+    payload["state_dict"] = state
+    if train_state is not None:
+        payload["train_state"] = train_state
+    atomic_torch_save(path, payload)
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw dict of a checkpoint file, with clear errors for anything that is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError("no such weights file", path)
+    if path.is_dir():
+        raise CheckpointError("is a folder, not a weights file", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means "not a checkpoint"
+        raise CheckpointError(f"not a fastrcnn checkpoint (cannot be read by torch.load: {type(exc).__name__})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            "not a fastrcnn checkpoint (no 'format: fastrcnn-checkpoint' entry; "
+            "train one with `fastrcnn train` or use the shipped weights/)",
+            path,
+        )
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"written by a newer fastrcnn (format {payload.get('format_version')}); upgrade fastrcnn", path
+        )
+    return payload
+
+
+def checkpoint_meta(payload: dict[str, Any], path: Path | None = None) -> Checkpoint:
+    try:
+        config = ModelConfig.from_dict(payload["model"])
+        inp = payload.get("input") or {}
+        return Checkpoint(
+            config=config,
+            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+            scales=tuple(int(s) for s in inp.get("scales", (600,))),
+            max_size=int(inp.get("max_size", 1000)),
+            proposals=dict(payload.get("proposals") or {}),
+            box_coding=dict(payload.get("box_coding") or {}),
+            compression=payload.get("compression"),
+            training=dict(payload.get("training") or {}),
+            dtype=str(payload.get("dtype", "float32")),
+            path=path,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"malformed fastrcnn checkpoint ({type(exc).__name__}: {exc})", path) from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+) -> tuple[FastRCNN, Checkpoint]:
+    """The model (float32, eval mode, on ``device``) and its metadata. ``None`` loads the shipped model."""
+    path = Path(path) if path is not None else default_weights_path()
+    payload = read_checkpoint_file(path)
+    meta = checkpoint_meta(payload, path)
+    model = build_model(meta.config, pretrained=False)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights do not fit the model it describes ({str(exc).splitlines()[0]})", path) from None
+    model.eval().to(device)
+    return model, meta

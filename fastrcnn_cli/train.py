@@ -1,0 +1,853 @@
+"""Single-stage, multi-task training of Fast R-CNN (the paper's section 2.3), with a run folder and resume.
+
+One SGD iteration: take N images (2) in the epoch's order, each possibly flipped and rescaled; sample R / N
+RoIs (64) from each (:mod:`fastrcnn_cli.sampling`); one forward pass of the whole network (shared
+backbone, RoI pooling, head); the multi-task loss (:mod:`fastrcnn_cli.loss`); one backward pass through
+everything that is not frozen, RoI pooling included; one SGD step with momentum and weight decay. The
+learning rate is multiplied by ``gamma`` at each of ``lr_steps``. Biases get twice the learning rate and no
+weight decay, as in the original's Caffe solver (``bias_lr_factor``).
+
+Each epoch visits every image and (with ``flip``) its mirror image once, in a random order that pairs images
+of the same orientation (the original's aspect grouping), so a batch needs little padding.
+
+A run writes to a fresh folder (``runs/train``, ``runs/train2``, ...): ``args.json`` (the resolved
+settings), ``metrics.csv`` (a row per log interval; mAP columns on evaluation rows), ``loss.png`` and
+``map.png``, and the checkpoints ``last.pt`` (every ``checkpoint_every`` iterations, at the end and on
+Ctrl-C) and ``best.pt`` (best evaluation mAP), all written atomically. ``resume`` continues exactly: model,
+optimiser, schedule, iteration, data order and every random state are in ``last.pt``.
+
+Data-parallel training: launched with ``torchrun --nproc-per-node P``, every process trains on its own
+batches (N images each, so the effective batch is P x N) and gradients are averaged by
+DistributedDataParallel (gloo on the CPU, NCCL on GPUs). Process 0 alone writes the run folder and
+evaluates.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from fastrcnn_cli import box_coding
+from fastrcnn_cli.boxes import hflip
+from fastrcnn_cli.console import err, info, progress_enabled, warn
+from fastrcnn_cli.data.voc import ImageRecord, VOCDataset, load_dataset
+from fastrcnn_cli.devices import resolve_device
+from fastrcnn_cli.errors import DivergedError, ExitCode, FastRCNNError, InputError
+from fastrcnn_cli.io import atomic_write_json, atomic_write_text, read_image
+from fastrcnn_cli.loss import fast_rcnn_loss
+from fastrcnn_cli.model.backbones import BackboneSpec
+from fastrcnn_cli.model.checkpoint import Checkpoint, read_checkpoint_file, save_checkpoint
+from fastrcnn_cli.model.fast_rcnn import (
+    DEFAULT_HEADS,
+    FastRCNN,
+    HeadSpec,
+    ModelConfig,
+    batch_images,
+    build_model,
+    resize_image,
+    scale_factor,
+)
+from fastrcnn_cli.sampling import SamplingSettings, sample_rois, unique_rois
+
+
+class Interrupted(FastRCNNError):
+    exit_code = ExitCode.INTERRUPTED
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every number of the training procedure; the defaults are the paper's (VGG16 on VOC 2007)."""
+
+    data: str
+    split: str = "trainval"
+    eval_split: str | None = "test"  #: held-out split for periodic evaluation; None: no evaluation
+    classes: tuple[str, ...] | None = None
+    strict: bool = False
+    # the network
+    backbone: str = "vgg16"
+    backbone_cut: str | None = None
+    frozen_stages: int | None = None
+    backbone_weights: str | None = None
+    hidden: int | None = None  #: fc6/fc7 width (default: 4096 for vgg16, 1024 for efficientnet-lite0)
+    dropout: float | None = None  #: after fc6 and fc7 (default: 0.5 for vgg16, 0 for efficientnet-lite0)
+    # hierarchical sampling
+    images_per_batch: int = 2
+    rois_per_image: int = 64
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.1
+    bg_iou_high: float = 0.5
+    flip: bool = True
+    scales: tuple[int, ...] = (600,)
+    max_size: int = 1000
+    # the solver
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    bias_lr_factor: float = 2.0
+    lr_steps: tuple[int, ...] = (30000,)
+    gamma: float = 0.1
+    iterations: int = 40000
+    warmup_iterations: int = 0  #: linear warm-up from lr / 10 (0: none, as in the paper)
+    box_loss_weight: float = 1.0
+    # bookkeeping
+    eval_every: int = 0  #: iterations between evaluations (0: only at the end)
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  #: automatic mixed precision (CUDA only)
+    runs_dir: str = "runs"
+    name: str = "train"
+    # proposals
+    proposal_mode: str = "fast"
+    proposal_max_side: int = 500
+    proposal_top: int = 2000
+    proposal_cache: str | None = None
+    workers: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for k, v in data.items():
+            if k not in known:
+                continue
+            if isinstance(v, list):
+                v = tuple(v)
+            values[k] = v
+        return cls(**values)
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(self.rois_per_image, self.fg_fraction, self.fg_iou, self.bg_iou_low, self.bg_iou_high)
+
+    def proposal_settings(self):
+        from fastrcnn_cli.proposals import ProposalSettings
+
+        return ProposalSettings(mode=self.proposal_mode, max_side=self.proposal_max_side, top=self.proposal_top)
+
+    def model_config(self, classes: Sequence[str]) -> ModelConfig:
+        default = DEFAULT_HEADS[self.backbone]
+        head = HeadSpec(
+            hidden=self.hidden or default.hidden,
+            roi_size=default.roi_size,
+            dropout=default.dropout if self.dropout is None else self.dropout,
+        )
+        spec = BackboneSpec(self.backbone, self.backbone_cut, self.frozen_stages)
+        return ModelConfig(backbone=spec, classes=tuple(classes), head=head)
+
+    def validate(self) -> None:
+        problems = []
+        if self.images_per_batch < 1:
+            problems.append("--images-per-batch must be at least 1")
+        if self.rois_per_image < 1:
+            problems.append("--rois-per-image must be at least 1")
+        if not 0 < self.fg_fraction <= 1:
+            problems.append("--fg-fraction must be in (0, 1]")
+        if not 0 <= self.bg_iou_low <= self.bg_iou_high <= self.fg_iou <= 1:
+            problems.append("need 0 <= --bg-iou-low <= --bg-iou-high <= --fg-iou <= 1")
+        if self.iterations < 1:
+            problems.append("--iterations must be at least 1")
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            problems.append("--lr must be a positive number")
+        if any(s < 32 for s in self.scales) or self.max_size < max(self.scales):
+            problems.append("--scale values must be >= 32 and --max-size at least the largest scale")
+        if self.backbone not in DEFAULT_HEADS:
+            problems.append(f"unknown backbone {self.backbone!r}; choose one of {', '.join(DEFAULT_HEADS)}")
+        if problems:
+            raise InputError("; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data: epochs, batches, one image's inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def epoch_order(
+    records: Sequence[ImageRecord], flip: bool, images_per_batch: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The entries (record index, flipped) of one epoch, [E, 2], grouped so a batch shares an orientation."""
+    entries = [(i, 0) for i in range(len(records))]
+    if flip:
+        entries += [(i, 1) for i in range(len(records))]
+    entries_arr = np.asarray(entries, np.int64)
+    wide = np.array([records[i].width >= records[i].height for i, _ in entries], bool)
+    groups = []
+    for mask in (wide, ~wide):
+        idx = np.nonzero(mask)[0]
+        idx = idx[rng.permutation(len(idx))]
+        usable = len(idx) - len(idx) % images_per_batch
+        groups.append(idx[:usable].reshape(-1, images_per_batch))
+        if usable < len(idx):  # the leftover images fill one more batch, topped up from the group's start
+            leftover = idx[usable:]
+            top_up = np.resize(idx, images_per_batch - len(leftover))
+            groups.append(np.concatenate([leftover, top_up])[None, :])
+    batches = np.concatenate([g for g in groups if len(g)], axis=0)
+    batches = batches[rng.permutation(len(batches))]
+    return entries_arr[batches.reshape(-1)]
+
+
+@dataclass
+class TrainImage:
+    image: torch.Tensor  #: [3, H, W] network input
+    rois: torch.Tensor  #: [R, 4] network-input pixels
+    labels: torch.Tensor  #: [R]
+    targets: torch.Tensor  #: [R, 4] normalised offsets
+
+
+def load_train_image(
+    record: ImageRecord,
+    flipped: bool,
+    scale: int,
+    settings: TrainSettings,
+    proposals: np.ndarray,
+    preprocessing,
+    spatial_scale: float,
+    generator: torch.Generator,
+) -> TrainImage:
+    image = read_image(record.image_path)
+    height, width = image.shape[:2]
+    gt = record.boxes.astype(np.float32)
+    props = np.asarray(proposals, np.float32).reshape(-1, 4)
+    if flipped:
+        image = image[:, ::-1]
+        gt = hflip(gt, width)
+        props = hflip(props, width)
+    factor = scale_factor(height, width, scale, settings.max_size)
+    image = resize_image(np.ascontiguousarray(image), factor)
+    gt = gt * factor
+    props = props * factor
+    keep, _ = unique_rois(props, spatial_scale)
+    props = props[keep]
+    sampled = sample_rois(
+        torch.from_numpy(props), torch.from_numpy(gt), torch.from_numpy(record.labels + 1), settings.sampling, generator
+    )
+    return TrainImage(
+        image=preprocessing.image_to_tensor(image),
+        rois=sampled.boxes.float(),
+        labels=sampled.labels,
+        targets=box_coding.normalise(sampled.targets.float()),
+    )
+
+
+def usable_records(records: Sequence[ImageRecord], proposals: dict[str, np.ndarray]) -> list[ImageRecord]:
+    """Images that can give a RoI: with a ground-truth box (always foreground) or with proposals at all."""
+    return [r for r in records if r.num_objects > 0 or len(proposals.get(r.id, ())) > 0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def make_optimizer(model: FastRCNN, s: TrainSettings) -> torch.optim.SGD:
+    weights, biases = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (biases if name.endswith(".bias") else weights).append(p)
+    return torch.optim.SGD(
+        [
+            {"params": weights, "lr_factor": 1.0, "weight_decay": s.weight_decay},
+            {"params": biases, "lr_factor": s.bias_lr_factor, "weight_decay": 0.0},
+        ],
+        lr=s.lr,
+        momentum=s.momentum,
+    )
+
+
+def learning_rate(s: TrainSettings, iteration: int) -> float:
+    """The step schedule (and optional linear warm-up) at a 0-based iteration."""
+    lr = s.lr * s.gamma ** sum(iteration >= step for step in s.lr_steps)
+    if s.warmup_iterations and iteration < s.warmup_iterations:
+        alpha = iteration / s.warmup_iterations
+        lr *= 0.1 * (1 - alpha) + alpha
+    return lr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run folder
+# ---------------------------------------------------------------------------------------------------------------
+
+METRIC_FIELDS = [
+    "iteration", "epoch", "loss", "loss_cls", "loss_loc", "lr", "fg_fraction", "images_per_s", "elapsed_s",
+    "map_voc07", "map_area",
+]  # fmt: skip
+
+
+def new_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """runs/train, then runs/train2, runs/train3, ...: never an existing folder."""
+    runs = Path(runs_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        candidate = runs / (name if n == 1 else f"{name}{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_FIELDS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """loss.png and map.png from the metrics rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def col(name: str) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for r in rows:
+            v = r.get(name)
+            if v not in (None, ""):
+                xs.append(float(r["iteration"]))
+                ys.append(float(v))
+        return xs, ys
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, label in (("loss", "total"), ("loss_cls", "classification"), ("loss_loc", "box regression")):
+        xs, ys = col(name)
+        ax.plot(xs, ys, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_title("Fast R-CNN multi-task loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, run_dir / "loss.png")
+    plt.close(fig)
+
+    xs, ys = col("map_voc07")
+    xa, ya = col("map_area")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(xs, ys, marker="o", label="mAP (VOC07 11-point)")
+    ax.plot(xa, ya, marker="s", label="mAP (area)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mAP @ IoU 0.5")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("held-out mAP" if xs else "held-out mAP (no evaluation yet)")
+    fig.tight_layout()
+    _save_figure(fig, run_dir / "map.png")
+    plt.close(fig)
+
+
+def _save_figure(fig, path: Path) -> None:
+    import io
+
+    from fastrcnn_cli.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Distributed helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info_ = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info_
+
+
+def barrier(d: DistInfo) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    last: Path
+    best: Path | None
+    best_map: float | None
+    seconds: float
+    images_per_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`run` trains to ``settings.iterations``."""
+
+    def __init__(self, settings: TrainSettings, run_dir: Path | None = None, resume: Path | None = None) -> None:
+        settings.validate()
+        self.settings = s = settings
+        self.device = resolve_device(s.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(self.device)
+        self.dist = init_distributed(self.device)
+        self.amp = bool(s.amp and self.device.type == "cuda")
+
+        self.train_set: VOCDataset = load_dataset(s.data, s.split, s.classes, strict=s.strict, warn=self.dist.is_main)
+        self.classes = self.train_set.classes
+        self.eval_set: VOCDataset | None = None
+        if s.eval_split:
+            try:
+                self.eval_set = load_dataset(s.data, s.eval_split, self.classes, strict=s.strict, warn=self.dist.is_main)
+            except InputError as exc:
+                if "no split named" not in str(exc):
+                    raise
+                if self.dist.is_main:
+                    warn(f"no evaluation: {exc}")
+
+        self.proposal_settings = s.proposal_settings()
+        self.train_props, self.eval_props = self._proposals()
+        records = usable_records(self.train_set.records, self.train_props)
+        if not records:
+            raise InputError(f"split {s.split!r} has no image with a box or a proposal to train on", self.train_set.root)
+        self.records = records
+
+        torch.manual_seed(s.seed + self.dist.rank)
+        self.model = build_model(
+            s.model_config(self.classes), pretrained=True, backbone_weights=s.backbone_weights
+        ).to(self.device)
+        self.model.train()
+        self.optimizer = make_optimizer(self.model, s)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.np_rng = np.random.default_rng([s.seed, self.dist.rank])
+        self.sample_gen = torch.Generator().manual_seed(s.seed * 1000 + self.dist.rank)
+        self.iteration = 0
+        self.epoch = 0
+        self.order = np.zeros((0, 2), np.int64)
+        self.position = 0
+        self.best_map: float | None = None
+        self.history: list[dict[str, Any]] = []
+        self.elapsed = 0.0
+        self.run_dir = run_dir
+        if resume is not None:
+            self._load(resume)
+        self.ddp_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+    # -- set-up ----------------------------------------------------------------------------------------------
+
+    def _proposals(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        from fastrcnn_cli.proposals import load_or_compute_proposals
+
+        s = self.settings
+        cache = Path(s.proposal_cache) if s.proposal_cache else None
+        train = evals = {}
+        for rank_turn in (0, 1):  # process 0 computes what is missing, the others then read the cache
+            if (rank_turn == 0) == self.dist.is_main:
+                train = load_or_compute_proposals(self.train_set, self.proposal_settings, cache, s.workers)
+                if self.eval_set is not None:
+                    evals = load_or_compute_proposals(self.eval_set, self.proposal_settings, cache, s.workers)
+            barrier(self.dist)
+        return train, evals
+
+    def _meta(self) -> Checkpoint:
+        s = self.settings
+        return Checkpoint(
+            config=self.model.config,
+            preprocessing=self.model.preprocessing,
+            scales=tuple(s.scales),
+            max_size=s.max_size,
+            proposals=self.proposal_settings.to_dict(),
+            training={
+                "data": str(self.train_set.root),
+                "split": s.split,
+                "eval_split": s.eval_split,
+                "iterations": self.iteration,
+                "seconds": round(self.elapsed, 1),
+                "best_map": self.best_map,
+                "settings": s.to_dict(),
+            },
+        )
+
+    def _train_state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "epoch": self.epoch,
+            "order": torch.from_numpy(self.order.copy()),
+            "position": self.position,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "numpy_rng": json.dumps(self.np_rng.bit_generator.state),
+            "sample_gen": self.sample_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "bbox_pred": {
+                "weight": self.model.bbox_pred.weight.detach().cpu().clone(),
+                "bias": self.model.bbox_pred.bias.detach().cpu().clone(),
+            },
+            "best_map": self.best_map,
+            "elapsed": self.elapsed,
+            "world_size": self.dist.world_size,
+        }
+
+    def _load(self, path: Path) -> None:
+        payload = read_checkpoint_file(path)
+        state = payload.get("train_state")
+        if state is None:
+            raise InputError("has no training state (only last.pt / best.pt of a run can be resumed)", path)
+        if int(state.get("world_size", 1)) != self.dist.world_size:
+            raise InputError(
+                f"was trained with {state.get('world_size')} process(es); resume it with the same number", path
+            )
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        weights["bbox_pred.weight"] = state["bbox_pred"]["weight"]
+        weights["bbox_pred.bias"] = state["bbox_pred"]["bias"]
+        self.model.load_state_dict(weights, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.np_rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.sample_gen.set_state(state["sample_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.iteration = int(state["iteration"])
+        self.epoch = int(state["epoch"])
+        self.order = state["order"].numpy()
+        self.position = int(state["position"])
+        self.best_map = state.get("best_map")
+        self.elapsed = float(state.get("elapsed", 0.0))
+        if self.run_dir is not None:
+            rows = read_metrics(self.run_dir / "metrics.csv")
+            self.history = [r for r in rows if int(r["iteration"]) <= self.iteration]
+
+    # -- one iteration -----------------------------------------------------------------------------------------
+
+    def _next_entries(self) -> np.ndarray:
+        """The next batch's entries for this process (each process takes every world_size-th batch)."""
+        s = self.settings
+        n = s.images_per_batch
+        needed = n * self.dist.world_size
+        if self.position + needed > len(self.order):
+            self.order = epoch_order(self.records, s.flip, n, self.np_rng)
+            self.position = 0
+            self.epoch += 1
+            if len(self.order) < needed:  # tiny data sets: repeat the epoch's order
+                reps = -(-needed // len(self.order))
+                self.order = np.concatenate([self.order] * reps)
+        start = self.position + self.dist.rank * n
+        entries = self.order[start : start + n]
+        self.position += needed
+        return entries
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = self.settings
+        entries = self._next_entries()
+        images, rois, labels, targets = [], [], [], []
+        for b, (index, flipped) in enumerate(entries):
+            record = self.records[int(index)]
+            scale = int(s.scales[int(self.np_rng.integers(len(s.scales)))]) if len(s.scales) > 1 else s.scales[0]
+            item = load_train_image(
+                record, bool(flipped), scale, s, self.train_props.get(record.id, np.zeros((0, 4))),
+                self.model.preprocessing, self.model.spatial_scale, self.sample_gen,
+            )
+            images.append(item.image)
+            rois.append(torch.cat([torch.full((len(item.rois), 1), float(b)), item.rois], dim=1))
+            labels.append(item.labels)
+            targets.append(item.targets)
+        return batch_images(images), torch.cat(rois), torch.cat(labels), torch.cat(targets)
+
+    def step(self) -> dict[str, float]:
+        """One SGD iteration; returns its losses. Raises DivergedError on a NaN/inf loss."""
+        s = self.settings
+        lr = learning_rate(s, self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_factor"]
+        images, rois, labels, targets = self._batch()
+        images, rois = images.to(self.device, non_blocking=True), rois.to(self.device)
+        labels, targets = labels.to(self.device), targets.to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits, deltas = self.ddp_model(images, rois)
+        loss = fast_rcnn_loss(logits, deltas, labels, targets, s.box_loss_weight)
+        if not torch.isfinite(loss.total):
+            raise DivergedError(
+                f"the loss became {loss.total.item()} at iteration {self.iteration + 1} (lr {lr:g}). Likely causes: "
+                "a learning rate too high for this backbone/batch (try --lr 10x smaller or --warmup), or degenerate "
+                "boxes in the data (run `fastrcnn validate`). The last good checkpoint is kept."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.iteration += 1
+        return {
+            "loss": float(loss.total.detach()),
+            "loss_cls": float(loss.classification.detach()),
+            "loss_loc": float(loss.localisation.detach()),
+            "lr": lr,
+            "fg_fraction": float((labels > 0).float().mean()) if len(labels) else 0.0,
+        }
+
+    # -- evaluation and checkpoints ---------------------------------------------------------------------------
+
+    def evaluate(self):
+        """Held-out mAP with the same code as ``fastrcnn evaluate`` (returns None without an eval split)."""
+        from fastrcnn_cli.detect import DetectSettings, Detector, detect_dataset
+        from fastrcnn_cli.evaluation import evaluate_voc, headline_for
+
+        if self.eval_set is None:
+            return None
+        s = self.settings
+        detector = Detector(
+            self.model,
+            DetectSettings(scales=(s.scales[0],), max_size=s.max_size),
+            self.device,
+            self.proposal_settings,
+            normalised_deltas=True,
+        )
+        dets, _ = detect_dataset(detector, self.eval_set.records, self.eval_props, description="evaluating")
+        self.model.train()
+        return evaluate_voc(dets, self.eval_set.records, self.classes, headline=headline_for(self.eval_set.root))
+
+    def save(self, name: str = "last.pt") -> Path:
+        assert self.run_dir is not None
+        path = self.run_dir / name
+        save_checkpoint(path, self.model, self._meta(), normalised_regressor=True, train_state=self._train_state())
+        return path
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        s = self.settings
+        main = self.dist.is_main
+        if main:
+            assert self.run_dir is not None
+            atomic_write_json(self.run_dir / "args.json", s.to_dict())
+            info(
+                f"training {s.backbone} on {len(self.records)} images of {self.train_set.root.name}/{s.split} "
+                f"({len(self.classes)} classes) on {self.device}"
+                + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
+                + f"; run folder {self.run_dir}"
+            )
+        window: list[dict[str, float]] = []
+        window_images = 0
+        window_start = time.perf_counter()
+        images_per_iter = s.images_per_batch * self.dist.world_size
+        total_images = 0
+        t_run = time.perf_counter()
+        elapsed_before = self.elapsed
+        progress = _TrainProgress(s.iterations, self.iteration, enabled=main and progress_enabled())
+        last_path = self.run_dir / "last.pt" if self.run_dir else None
+        try:
+            with progress:
+                while self.iteration < s.iterations:
+                    metrics = self.step()
+                    window.append(metrics)
+                    window_images += images_per_iter
+                    total_images += images_per_iter
+                    self.elapsed = elapsed_before + (time.perf_counter() - t_run)
+                    ips = window_images / max(time.perf_counter() - window_start, 1e-9)
+                    progress.update(self.iteration, metrics, ips)
+                    at_end = self.iteration == s.iterations
+                    if self.iteration % s.log_every == 0 or at_end:
+                        row = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                        row.update(iteration=self.iteration, epoch=self.epoch, lr=metrics["lr"],
+                                   images_per_s=round(ips, 3), elapsed_s=round(self.elapsed, 1))
+                        if main:
+                            self.history.append(row)
+                            if not progress.enabled:
+                                err.print(
+                                    f"iter {self.iteration}/{s.iterations}  loss {row['loss']:.4f} "
+                                    f"(cls {row['loss_cls']:.4f}, box {row['loss_loc']:.4f})  lr {row['lr']:.2g}  "
+                                    f"{ips:.2f} img/s"
+                                )
+                        window, window_images, window_start = [], 0, time.perf_counter()
+                    evaluate_now = at_end or (s.eval_every and self.iteration % s.eval_every == 0)
+                    if evaluate_now and self.eval_set is not None:
+                        barrier(self.dist)
+                        if main:
+                            progress.pause()
+                            self._evaluate_and_record()
+                            progress.resume()
+                        barrier(self.dist)
+                    if main and (self.iteration % s.checkpoint_every == 0 or at_end):
+                        last_path = self.save("last.pt")
+                        write_metrics(self.run_dir / "metrics.csv", self.history)
+                        plot_metrics(self.run_dir, self.history)
+        except KeyboardInterrupt:
+            if main and self.run_dir is not None:
+                last_path = self.save("last.pt")
+                write_metrics(self.run_dir / "metrics.csv", self.history)
+                raise Interrupted(
+                    f"interrupted at iteration {self.iteration}; saved {last_path}. "
+                    f"Resume with: fastrcnn train --resume {self.run_dir}"
+                ) from None
+            raise
+        except DivergedError:
+            if main and self.run_dir is not None:
+                write_metrics(self.run_dir / "metrics.csv", self.history)
+            raise
+        finally:
+            if self.dist.enabled and dist.is_initialized():
+                dist.destroy_process_group()
+        seconds = time.perf_counter() - t_run
+        best = self.run_dir / "best.pt" if self.run_dir and (self.run_dir / "best.pt").exists() else None
+        return TrainResult(
+            run_dir=self.run_dir,  # type: ignore[arg-type]
+            iterations=self.iteration,
+            last=last_path,  # type: ignore[arg-type]
+            best=best,
+            best_map=self.best_map,
+            seconds=seconds,
+            images_per_s=total_images / max(seconds, 1e-9),
+            history=self.history,
+        )
+
+    def _evaluate_and_record(self) -> None:
+        from fastrcnn_cli.evaluation import render_table
+
+        assert self.run_dir is not None
+        result = self.evaluate()
+        if result is None:
+            return
+        headline = result.map_voc07 if result.headline == "voc07" else result.map_area
+        row = self.history[-1] if self.history and int(self.history[-1]["iteration"]) == self.iteration else None
+        if row is None:
+            row = {"iteration": self.iteration, "epoch": self.epoch, "elapsed_s": round(self.elapsed, 1)}
+            self.history.append(row)
+        row["map_voc07"] = round(float(result.map_voc07), 6)
+        row["map_area"] = round(float(result.map_area), 6)
+        err.print(render_table(result))
+        info(f"iteration {self.iteration}: mAP {headline:.4f} ({result.protocol})")
+        if self.best_map is None or headline > self.best_map:
+            self.best_map = float(headline)
+            self.save("best.pt")
+        atomic_write_json(self.run_dir / "eval_last.json", result.to_dict())
+
+
+class _TrainProgress:
+    """A Rich progress bar with loss, lr, images/s and ETA (nothing when stderr is not a terminal)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total, self.start = total, start
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> _TrainProgress:
+        if self.enabled:
+            from rich.progress import TextColumn
+
+            from fastrcnn_cli.console import make_progress
+
+            self._progress = make_progress(TextColumn("{task.fields[stats]}"))
+            self._progress.__enter__()
+            self._task = self._progress.add_task("training", total=self.total, completed=self.start, stats="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def update(self, iteration: int, metrics: dict[str, float], ips: float) -> None:
+        if self._progress is not None:
+            stats = f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2g} {ips:.2f} img/s"
+            self._progress.update(self._task, completed=iteration, stats=stats)
+
+    def pause(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def resume(self) -> None:
+        if self._progress is not None:
+            self._progress.start()
+
+
+def find_resume_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """(run folder, last.pt) for ``--resume`` given a run folder or a checkpoint inside one."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "last.pt"
+        if not ckpt.is_file():
+            raise InputError("no last.pt in this run folder (nothing to resume)", path)
+        return path, ckpt
+    if path.is_file():
+        return path.parent, path
+    raise InputError("no such run folder or checkpoint", path)
+
+
+def train(settings: TrainSettings | None = None, resume: str | Path | None = None, iterations: int | None = None) -> TrainResult:
+    """Train from scratch (``settings``) or resume a run (``resume``: its folder or ``last.pt``).
+
+    When resuming, the run's own ``args.json`` gives the settings; ``iterations`` may extend the run.
+    """
+    if resume is not None:
+        run_dir, ckpt = find_resume_checkpoint(resume)
+        args = run_dir / "args.json"
+        if not args.is_file():
+            raise InputError("no args.json next to the checkpoint (not a fastrcnn run folder)", run_dir)
+        saved = TrainSettings.from_dict(json.loads(args.read_text()))
+        if iterations is not None:
+            saved = dataclasses.replace(saved, iterations=iterations)
+        trainer = Trainer(saved, run_dir=run_dir, resume=ckpt)
+        info(f"resuming {run_dir} at iteration {trainer.iteration} of {saved.iterations}")
+        return trainer.run()
+    assert settings is not None
+    if iterations is not None:
+        settings = dataclasses.replace(settings, iterations=iterations)
+    trainer = Trainer(settings)  # validates data and builds everything before a run folder exists
+    if trainer.dist.is_main:
+        trainer.run_dir = new_run_dir(settings.runs_dir, settings.name)
+    return trainer.run()
