@@ -15,7 +15,7 @@ annotation files store 1-based inclusive pixels (``xmin .. xmax``); they are con
 when an annotation is read (:func:`from_voc`), and back only when writing VOC files (:func:`to_voc`).
 An image of size W x H spans the boxes (0, 0, W - 1, H - 1); :func:`clip` keeps boxes inside it.
 
-JSON output and the COCO-style results list are derived from this in :mod:`fastrcnn_cli.detect`
+JSON output and the COCO-style results list are derived from this in :mod:`fastrcnn_cli.results`
 (COCO's ``[x, y, w, h]`` is ``[x1, y1, x2 - x1 + 1, y2 - y1 + 1]``).
 
 The functions below accept torch tensors or numpy arrays of shape [N, 4] (or [4]) and return the same

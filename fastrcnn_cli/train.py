@@ -92,6 +92,7 @@ class TrainSettings:
     flip: bool = True
     scales: tuple[int, ...] = (600,)
     max_size: int = 1000
+    test_scale: int | None = None  #: evaluation / detection scale (default: the only scale, or 600 for several)
     # the solver
     lr: float = 0.001
     momentum: float = 0.9
@@ -132,6 +133,14 @@ class TrainSettings:
                 v = tuple(v)
             values[k] = v
         return cls(**values)
+
+    @property
+    def resolved_test_scale(self) -> int:
+        if self.test_scale:
+            return int(self.test_scale)
+        if len(self.scales) == 1:
+            return int(self.scales[0])
+        return 600 if min(self.scales) <= 600 <= max(self.scales) else int(sorted(self.scales)[len(self.scales) // 2])
 
     @property
     def sampling(self) -> SamplingSettings:
@@ -508,7 +517,7 @@ class Trainer:
         return Checkpoint(
             config=self.model.config,
             preprocessing=self.model.preprocessing,
-            scales=tuple(s.scales),
+            scales=(s.resolved_test_scale,),
             max_size=s.max_size,
             proposals=self.proposal_settings.to_dict(),
             training={
@@ -652,7 +661,7 @@ class Trainer:
         s = self.settings
         detector = Detector(
             self.model,
-            DetectSettings(scales=(s.scales[0],), max_size=s.max_size),
+            DetectSettings(scales=(s.resolved_test_scale,), max_size=s.max_size),
             self.device,
             self.proposal_settings,
             normalised_deltas=True,

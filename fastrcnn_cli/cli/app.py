@@ -31,7 +31,7 @@ def report_error(exc: Exception) -> None:
 
         report = ValidationReport(root=exc.path or "", split="", problems=list(exc.problems))  # type: ignore[arg-type]
         report.print(limit=None)
-    err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -1,11 +1,284 @@
-"""``fastrcnn detect``."""
+"""``fastrcnn detect``: detections on images, drawn and as JSON (formats: :mod:`fastrcnn_cli.results`)."""
 
 from __future__ import annotations
 
-from fastrcnn_cli.cli.app import command, examples, not_yet
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastrcnn_cli.detect import Detector
+    from fastrcnn_cli.evaluation import Detections
+    from fastrcnn_cli.results import ImageOutcome
+
+_OUT, _MODEL, _PROPOSALS = "Output", "Model and thresholds", "Proposals"
 
 
-@command("detect", epilog=examples('fastrcnn detect img.jpg --out vis.png', 'fastrcnn detect photos/ --out out/ --save-json dets.json'))
-def detect() -> None:
-    """Detect objects in images. (Not implemented in this version yet.)"""
-    not_yet("detect")
+@command(
+    "detect",
+    epilog=examples(
+        "fastrcnn detect img.jpg --out vis.png",
+        "fastrcnn detect photos/ --out out/ --save-json dets.json",
+        "fastrcnn detect 'photos/**/*.jpg' --out out/ --conf 0.8 --classes dog,cat",
+        "fastrcnn detect img.jpg --json --weights runs/train/best.pt --scale 480 --scale 600 --scale 800",
+        "fastrcnn detect 000004.jpg --proposals 000004_boxes.mat --out vis.png   [dim]# the original's demo boxes[/dim]",
+    ),
+)
+def detect(
+    sources: Annotated[
+        list[str],
+        typer.Argument(help="Images: files, folders (their images) or glob patterns (quoted or not).", show_default=False),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o",
+            help="Annotated image: a file for one image (vis.png), else a folder (created). Without it no image is written.",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    json_: JsonOption = False,
+    save_json: Annotated[
+        Path | None, typer.Option("--save-json", help="Write the JSON document (per-image detections and COCO list) here.", rich_help_panel=_OUT)
+    ] = None,
+    save_coco: Annotated[
+        Path | None, typer.Option("--save-coco", help="Write only the COCO-style results list here.", rich_help_panel=_OUT)
+    ] = None,
+    weights: WeightsOption = None,
+    conf: Annotated[
+        float, typer.Option("--conf", min=0.0, max=1.0, help="Score threshold (the paper's demo used 0.8).", rich_help_panel=_MODEL)
+    ] = 0.5,
+    nms: Annotated[float, typer.Option("--nms", min=0.0, max=1.0, help="Per-class NMS IoU threshold.", rich_help_panel=_MODEL)] = 0.3,
+    max_det: Annotated[int, typer.Option("--max-det", min=1, help="Detections kept per image, over all classes.", rich_help_panel=_MODEL)] = 100,
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="Keep only these classes: comma-separated, or a file with one per line.", rich_help_panel=_MODEL),
+    ] = None,
+    scale: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--scale",
+            min=32,
+            help="Shorter side in pixels; repeat for multi-scale testing (default: the checkpoint's training scale).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    max_size: Annotated[
+        int | None, typer.Option("--max-size", min=32, help="Longer side cap (default: the checkpoint's).", rich_help_panel=_MODEL)
+    ] = None,
+    device: DeviceOption = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).", rich_help_panel=_MODEL)] = None,
+    proposals: Annotated[
+        Path | None,
+        typer.Option(
+            "--proposals",
+            help="Use these proposals instead of Selective Search: a .mat ('boxes', x1 y1 x2 y2, 0-based, as the "
+            "original's demo files) or .npy file for one image; a proposal cache folder of `fastrcnn propose` "
+            "(images found by file stem = image id); or a folder of <stem>_boxes.mat / <stem>.mat / <stem>.npy files.",
+            rich_help_panel=_PROPOSALS,
+        ),
+    ] = None,
+    proposal_top: Annotated[
+        int | None,
+        typer.Option("--proposal-top", min=1, help="Selective Search boxes kept per image (default: as in training).", rich_help_panel=_PROPOSALS),
+    ] = None,
+) -> None:
+    """Detect objects in images with a trained Fast R-CNN model (default: the model shipped in weights/).
+
+    Per image: Selective Search proposals (with the checkpoint's settings), one network pass at the test scale,
+    class-specific box regression, clipping, per-class NMS, the score threshold and the best --max-det.
+    A line per image on stderr gives the count and the time of each stage (proposals, network,
+    post-processing). Results go to stdout with --json; boxes are x1,y1,x2,y2 in original pixels, 0-based,
+    inclusive (COCO bbox width = x2 - x1 + 1).
+
+    Exit code 1 when an input cannot be used: a missing file or a weights file that is not a checkpoint stops
+    before any work; an unreadable image among several is reported and skipped, the others are processed and
+    written, and the exit code is still 1.
+    """
+    import time
+
+    import torch
+
+    from fastrcnn_cli.console import err, print_json
+    from fastrcnn_cli.data.voc import parse_classes_option
+    from fastrcnn_cli.detect import DetectSettings, Detector, proposal_settings_from_meta
+    from fastrcnn_cli.devices import describe_device, resolve_device
+    from fastrcnn_cli.errors import FastRCNNError, InputError
+    from fastrcnn_cli.model.checkpoint import load_checkpoint
+    from fastrcnn_cli.results import build_document, expand_sources, plan_outputs
+
+    t_start = time.perf_counter()
+    # everything that can be checked without the model, first
+    srcs = expand_sources(sources)
+    outputs = plan_outputs(srcs, out)
+    if proposals is not None:
+        if not proposals.exists():
+            raise InputError("no such proposal file or folder", proposals)
+        if proposals.is_file() and len(srcs.images) != 1:
+            raise InputError(
+                f"a single proposal file fits one image, but {len(srcs.images)} were given; give a proposal cache "
+                "folder or a folder of per-image files (<stem>_boxes.mat, <stem>.mat or <stem>.npy)",
+                proposals,
+            )
+    for target in (save_json, save_coco):
+        if target is not None and target.is_dir():
+            raise InputError("is a folder; give a file name for the JSON", target)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    keep_classes = parse_classes_option(classes)
+
+    weights = resolve_weights(weights)
+    model, meta = load_checkpoint(weights, dev)
+    settings = DetectSettings.for_checkpoint(
+        meta, scale, max_size, score_threshold=conf, nms=nms, max_detections=max_det, classes=keep_classes
+    )
+    proposal_settings = proposal_settings_from_meta(meta, proposal_top) if proposals is None else None
+    detector = Detector(model, settings, dev, proposal_settings)
+    load_time = time.perf_counter() - t_start
+    err.print(
+        f"model {weights} ({len(meta.classes)} classes: {', '.join(meta.classes)}) on {describe_device(dev)}, "
+        f"loaded in {load_time:.2f} s; scale {'/'.join(str(s) for s in settings.scales)}, max size {settings.max_size}, "
+        f"conf {conf:g}, NMS {nms:g}; proposals: "
+        + (f"from {proposals}" if proposals is not None else f"Selective Search ({proposal_settings.describe()})"),  # type: ignore[union-attr]
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+    outcomes = _run(detector, srcs.images, outputs, proposals, meta.classes)
+
+    document = build_document(
+        outcomes,
+        meta.classes,
+        weights=weights,
+        settings={**settings.to_dict(), "proposals": None if proposal_settings is None else proposal_settings.to_dict(),  # type: ignore[attr-defined]
+                  "proposal_source": None if proposals is None else str(proposals)},
+        device=str(dev),
+    )
+    from fastrcnn_cli.io import atomic_write_json
+
+    for target, payload in ((save_json, document), (save_coco, document["coco"])):
+        if target is not None:
+            try:
+                atomic_write_json(target, payload)
+            except OSError as exc:
+                raise InputError(f"cannot write ({exc.strerror or exc})", target) from None
+            err.print(f"wrote {target}", markup=False, highlight=False, soft_wrap=True)
+    if json_:
+        print_json(document)
+
+    done = [o for o in outcomes if o.error is None]
+    failed = [o for o in outcomes if o.error is not None]
+    sums = {k: sum((o.times or {}).get(k, 0.0) for o in done) for k in ("proposals", "network", "postprocess")}
+    n_det = sum(len(o.detections) for o in done)
+    err.print(
+        f"{len(done)} image(s), {n_det} detection(s) in {time.perf_counter() - t_start:.2f} s: model load {load_time:.2f} s, "
+        f"proposals {sums['proposals']:.2f} s, network {sums['network']:.2f} s, post-processing {sums['postprocess']:.3f} s"
+        + (f"; annotated images in {out}" if out is not None and done else "")
+        + ("" if out is not None or json_ or save_json or save_coco else " (nothing saved: add --out, --json or --save-json)"),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if failed:
+        raise FastRCNNError(f"{len(failed)} of {len(outcomes)} image(s) could not be processed (listed above)")
+
+
+def resolve_weights(weights: Path | None) -> Path:
+    """``--weights``, or the shipped model (``FASTRCNN_WEIGHTS`` when set); a clear error when that is missing."""
+    import os
+
+    from fastrcnn_cli.errors import CheckpointError
+    from fastrcnn_cli.model.checkpoint import WEIGHTS_ENV, default_weights_path
+
+    if weights is not None:
+        return weights
+    path = default_weights_path()
+    if not path.exists():
+        if os.environ.get(WEIGHTS_ENV):
+            raise CheckpointError(f"no --weights given, and {WEIGHTS_ENV} names this file, which does not exist", path)
+        raise CheckpointError(
+            "no --weights given and the shipped model is missing; pass --weights FILE (e.g. runs/train/best.pt), "
+            f"set {WEIGHTS_ENV}, or reinstall fastrcnn with its weights/ folder",
+            path,
+        )
+    return path
+
+
+def _run(
+    detector: Detector, images: list[Path], outputs: list[Path | None], proposals: Path | None, classes: Sequence[str]
+) -> list[ImageOutcome]:
+    """Detect, draw and report each image; an unusable image is reported and skipped."""
+    import time
+
+    from rich.markup import escape
+
+    from fastrcnn_cli.console import err
+    from fastrcnn_cli.detect import load_image_proposals
+    from fastrcnn_cli.errors import InputError
+    from fastrcnn_cli.io import read_image, write_image
+    from fastrcnn_cli.results import ImageOutcome
+    from fastrcnn_cli.visualize import draw_detections
+
+    outcomes = []
+    width = len(str(len(images)))
+    for n, (path, output) in enumerate(zip(images, outputs), start=1):
+        prefix = f"[{n:>{width}}/{len(images)}] {path}"
+        try:
+            image = read_image(path)
+            boxes = None
+            t_props = 0.0
+            if proposals is not None:
+                t = time.perf_counter()
+                boxes = load_image_proposals(proposals, path, (int(image.shape[1]), int(image.shape[0])))
+                t_props = time.perf_counter() - t
+            result = detector.detect(image, boxes, image_id=str(path))
+            if boxes is not None:
+                result.times.proposals = t_props
+            det = result.detections
+            if output is not None:
+                drawn = draw_detections(image, det.boxes, det.scores, det.labels, classes)
+                try:
+                    write_image(output, drawn)
+                except OSError as exc:
+                    raise InputError(f"cannot write the annotated image ({exc.strerror or exc})", output) from None
+        except InputError as exc:
+            message = str(exc)
+            if exc.path is not None and Path(exc.path) == path:  # the file is named already
+                message = message[len(exc.path) + 2 :]
+            outcomes.append(ImageOutcome(file=path, error=message))
+            err.print(f"{escape(prefix)}: [bold red]skipped:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+            continue
+        t = result.times
+        times = {"proposals": t.proposals, "network": t.network, "postprocess": t.postprocess, "total": t.total}
+        outcomes.append(
+            ImageOutcome(path, output, det, result.image_size, result.num_proposals, times)
+        )
+        err.print(
+            f"{prefix} {result.image_size[0]}x{result.image_size[1]}: {_describe(det, classes)} | "
+            f"{result.num_proposals} proposals {t.proposals:.2f} s, network {t.network:.2f} s, "
+            f"post {t.postprocess * 1000:.1f} ms" + (f" -> {output}" if output is not None else ""),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    return outcomes
+
+
+def _describe(det: Detections, classes: Sequence[str]) -> str:
+    """'3 detections: 2 dog (best 0.97), 1 person (0.81)'."""
+    import numpy as np
+
+    if len(det) == 0:
+        return "no detections"
+    parts = []
+    for label in dict.fromkeys(det.labels[np.argsort(-det.scores, kind="stable")].tolist()):
+        mask = det.labels == label
+        parts.append(f"{int(mask.sum())} {classes[label]} ({float(det.scores[mask].max()):.2f})")
+    shown = ", ".join(parts[:6]) + (", ..." if len(parts) > 6 else "")
+    return f"{len(det)} detection{'s' if len(det) != 1 else ''}: {shown}"

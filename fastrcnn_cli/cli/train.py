@@ -63,6 +63,9 @@ def train(
         list[int] | None, typer.Option("--scale", help="Shorter side in pixels; repeat for multi-scale training (default 600).", rich_help_panel=_SAMPLING)
     ] = None,
     max_size: Annotated[int, typer.Option(help="Longer side cap in pixels.", rich_help_panel=_SAMPLING)] = 1000,
+    test_scale: Annotated[
+        int | None, typer.Option(help="Scale for evaluation and the saved model's detect default (default: the training scale, or 600 with several).", rich_help_panel=_SAMPLING)
+    ] = None,
     lr: Annotated[float, typer.Option(help="Base learning rate.", rich_help_panel=_SOLVER)] = 0.001,
     momentum: Annotated[float, typer.Option(rich_help_panel=_SOLVER)] = 0.9,
     weight_decay: Annotated[float, typer.Option(rich_help_panel=_SOLVER)] = 0.0005,
@@ -136,6 +139,7 @@ def train(
             flip=flip,
             scales=tuple(scale) if scale else (600,),
             max_size=max_size,
+            test_scale=test_scale,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
