@@ -80,6 +80,7 @@ class TrainSettings:
     backbone_cut: str | None = None
     frozen_stages: int | None = None
     backbone_weights: str | None = None
+    pretrained: bool = True  #: start from ImageNet weights (False: random init, for timing or from-scratch runs)
     hidden: int | None = None  #: fc6/fc7 width (default: 4096 for vgg16, 1024 for efficientnet-lite0)
     dropout: float | None = None  #: after fc6 and fc7 (default: 0.5 for vgg16, 0 for efficientnet-lite0)
     # hierarchical sampling
@@ -473,7 +474,7 @@ class Trainer:
 
         torch.manual_seed(s.seed + self.dist.rank)
         self.model = build_model(
-            s.model_config(self.classes), pretrained=True, backbone_weights=s.backbone_weights
+            s.model_config(self.classes), pretrained=s.pretrained, backbone_weights=s.backbone_weights
         ).to(self.device)
         self.model.train()
         self.optimizer = make_optimizer(self.model, s)

@@ -1,11 +1,387 @@
-"""``fastrcnn propose``."""
+"""``fastrcnn propose``: Selective Search proposals for images or a data set split (cached, parallel)."""
 
 from __future__ import annotations
 
-from fastrcnn_cli.cli.app import command, examples, not_yet
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fastrcnn_cli.cli.app import ClassesOption, JsonOption, StrictOption, command, examples
 
 
-@command("propose", epilog=examples('fastrcnn propose img.jpg --out props.png', 'fastrcnn propose VOC2007/ --split trainval'))
-def propose() -> None:
-    """Compute Selective Search proposals for an image or a data set split. (Not implemented in this version yet.)"""
-    not_yet("propose")
+class Mode(str, Enum):
+    fast = "fast"
+    quality = "quality"
+
+
+class MatLayout(str, Enum):
+    auto = "auto"
+    xyxy0 = "xyxy0"
+    yxyx1 = "yxyx1"
+
+
+Inputs = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        metavar="IMAGE... | DATA | CACHE...",
+        help="Image files; or one VOC-format data set folder; or, with --merge, the cache folders to merge.",
+        show_default=False,
+    ),
+]
+Split = Annotated[
+    str,
+    typer.Option(
+        "--split", "-s", help="Data set split (a file in ImageSets/Main/); several, comma-separated: their union."
+    ),
+]
+ModeOption = Annotated[
+    Mode,
+    typer.Option("--mode", help="Selective Search mode: fast (the paper's) or quality (about 3x slower, more boxes)."),
+]
+MaxSide = Annotated[
+    int,
+    typer.Option(
+        "--max-side", min=16,
+        help="Search a copy whose longer side is at most this; boxes are mapped back to original pixels.",
+    ),
+]
+Top = Annotated[int, typer.Option("--top", min=1, help="Keep at most this many boxes per image, in OpenCV's order.")]
+MinSize = Annotated[
+    int,
+    typer.Option(
+        "--min-size", min=0,
+        help="Drop boxes narrower or shorter than this (original pixels; never more than the image).",
+    ),
+]
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="Images: draw the first --draw boxes into this file (a folder for several images)."
+    ),
+]
+Draw = Annotated[int, typer.Option("--draw", min=0, help="How many boxes --out draws.")]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", "-j", min=1, envvar="FASTRCNN_WORKERS", show_default=False,
+        help="Data set: worker processes (default: all cores).",
+    ),
+]
+Cache = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache", show_default=False,
+        help="Data set: the proposal cache folder (default: under $FASTRCNN_CACHE_DIR or "
+        "~/.cache/fastrcnn/proposals/). With --merge: the output.",
+    ),
+]
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard", metavar="I/N",
+        help="Data set: process only shard I of N (1-based, every N-th image); merge the shards' caches with --merge.",
+    ),
+]
+Merge = Annotated[bool, typer.Option("--merge", help="Merge the cache folders given as arguments into --cache.")]
+Recall = Annotated[
+    bool,
+    typer.Option("--recall", help="Data set: recall at IoU 0.5 / 0.7 and MABO against the ground truth, per class."),
+]
+ImportMat = Annotated[
+    Path | None,
+    typer.Option(
+        "--import-mat", show_default=False,
+        help="Use the original Fast R-CNN's boxes instead of computing them: a per-data-set .mat (cell array, "
+        "y1 x1 y2 x2 1-based, split order), a folder of per-image <id>_boxes.mat, or with one image its .mat "
+        "(x1 y1 x2 y2 0-based).",
+    ),
+]
+MatLayoutOption = Annotated[
+    MatLayout,
+    typer.Option(
+        "--mat-layout",
+        help="Coordinates in --import-mat: auto (cell array: yxyx1; numeric array: xyxy0), xyxy0 (x1 y1 x2 y2, "
+        "0-based) or yxyx1 (y1 x1 y2 x2, 1-based).",
+    ),
+]
+
+
+@command(
+    "propose",
+    epilog=examples(
+        "fastrcnn propose img.jpg --out props.png --draw 200",
+        "fastrcnn propose img.jpg --json > boxes.json",
+        "fastrcnn propose VOCdevkit/VOC2007 --split trainval",
+        "fastrcnn propose ../shared/datasets/raccoon --split test --recall",
+        "fastrcnn propose ../shared/datasets/raccoon --split trainval,test --workers 2",
+        "fastrcnn propose VOC2007/ --split trainval --shard 1/4 --cache props-1/",
+        "fastrcnn propose --merge props-1/ props-2/ props-3/ props-4/ --cache props/",
+        "fastrcnn propose VOC2007/ --split test --import-mat selective_search_data/voc_2007_test.mat --recall",
+        "fastrcnn propose 000004.jpg --import-mat 000004_boxes.mat --out imported.png",
+    ),
+)
+def propose(
+    inputs: Inputs = None,
+    split: Split = "trainval",
+    mode: ModeOption = Mode.fast,
+    max_side: MaxSide = 500,
+    top: Top = 2000,
+    min_size: MinSize = 20,
+    out: Out = None,
+    draw: Draw = 100,
+    workers: Workers = None,
+    cache: Cache = None,
+    shard: Shard = None,
+    merge: Merge = False,
+    recall: Recall = False,
+    import_mat: ImportMat = None,
+    mat_layout: MatLayoutOption = MatLayout.auto,
+    classes: ClassesOption = None,
+    strict: StrictOption = False,
+    json_: JsonOption = False,
+) -> None:
+    """Compute Selective Search proposals for images or a data set split.
+
+    [bold]Images[/bold]: prints the timing on stderr; --out draws the first --draw boxes; --json prints every box.
+
+    [bold]Data set[/bold]: computes the proposals of every image of --split in parallel worker processes and stores them in a proposal cache that train, evaluate and detect reuse. The cache records how it was made and refuses other settings; an interrupted run resumes where it stopped; a second run does no work. Images that cannot be read are listed at the end and skipped (with --strict: exit code 3).
+
+    Boxes are x1 y1 x2 y2, 0-based inclusive pixels of the original image.
+    """
+    from fastrcnn_cli.proposals.selective_search import ProposalSettings
+
+    if merge:
+        _merge(inputs or [], cache, json_)
+        return
+    if not inputs:
+        raise typer.BadParameter("give image files or a data set folder (see --help)", param_hint="IMAGE... | DATA")
+    settings = ProposalSettings(mode=mode.value, max_side=max_side, top=top, min_size=min_size)
+    if len(inputs) == 1 and inputs[0].is_dir():
+        _dataset(inputs[0], split, settings, workers, cache, shard, recall, import_mat, mat_layout.value,
+                 classes, strict, json_)
+        return
+    folders = [str(p) for p in inputs if p.is_dir()]
+    if folders:
+        raise typer.BadParameter(
+            f"{', '.join(folders)}: give either image files or one data set folder", param_hint="IMAGE... | DATA"
+        )
+    for name, value in (("--recall", recall), ("--shard", shard), ("--cache", cache)):
+        if value:
+            raise typer.BadParameter(f"{name} needs a data set folder, not image files", param_hint=name)
+    _images(inputs, settings, out, draw, import_mat, mat_layout.value, json_)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _images(
+    paths: list[Path], settings: Any, out: Path | None, draw: int, import_mat: Path | None, layout: str, json_: bool
+) -> None:
+    from fastrcnn_cli.console import err, print_json
+    from fastrcnn_cli.errors import FastRCNNError, InputError
+    from fastrcnn_cli.io import write_image
+    from fastrcnn_cli.proposals.cache import BOX_CONVENTION
+    from fastrcnn_cli.proposals.matlab import load_proposal_file
+    from fastrcnn_cli.proposals.selective_search import Timing, opencv_version, proposals_for_file, scaled_size
+
+    if import_mat is not None and len(paths) > 1 and not import_mat.is_dir():
+        raise InputError("with several images, --import-mat must be a folder of <id>_boxes.mat files", import_mat)
+    if out is not None and len(paths) > 1:
+        if out.exists() and not out.is_dir():
+            raise InputError("with several images, --out must be a folder", out)
+        out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    for path in paths:
+        try:
+            timing = Timing()
+            t0 = time.perf_counter()
+            if import_mat is not None:
+                from fastrcnn_cli.io import image_size
+
+                size = image_size(path)
+                mat = import_mat
+                if import_mat.is_dir():
+                    mat = next((c for c in (import_mat / f"{path.stem}_boxes.mat", import_mat / f"{path.stem}.mat")
+                                if c.is_file()), import_mat / f"{path.stem}_boxes.mat")
+                boxes = load_proposal_file(mat, layout, size)
+                source = f"imported from {mat}"
+            else:
+                boxes, size = proposals_for_file(path, settings, timing)
+                source = "Selective Search"
+            seconds = time.perf_counter() - t0
+            entry: dict[str, Any] = {
+                "image": str(path), "width": size[0], "height": size[1], "proposals": int(len(boxes)),
+                "seconds": round(seconds, 4), "source": source,
+            }
+            if import_mat is None:
+                ws, hs = scaled_size(size[0], size[1], settings.max_side)
+                entry["searched_at"] = [ws, hs]
+                entry["timing"] = {"read": round(timing.read, 4), "resize": round(timing.resize, 4),
+                                   "selective_search": round(timing.search, 4)}
+                err.print(
+                    f"{path}: {len(boxes)} proposals in {seconds:.2f} s (read {timing.read:.2f} s, Selective Search "
+                    f"{timing.search:.2f} s at {ws} x {hs}; {settings.describe()})",
+                    highlight=False,
+                )
+            else:
+                err.print(f"{path}: {len(boxes)} proposals {source}", highlight=False)
+            if out is not None:
+                target = out / f"{path.stem}_proposals.png" if len(paths) > 1 else out
+                if not target.suffix:
+                    target = target.with_suffix(".png")
+                write_image(target, _drawing(path, boxes, draw))
+                entry["drawn"] = str(target)
+                err.print(f"drew the first {min(draw, len(boxes))} boxes on {target}", highlight=False)
+            entry["boxes"] = boxes.round(2).tolist()
+            results.append(entry)
+        except FastRCNNError as exc:
+            if len(paths) == 1:
+                raise
+            failed.append({"image": str(path), "error": str(exc)})
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+    if json_:
+        print_json({
+            "settings": settings.to_dict() if import_mat is None else None,
+            "opencv": opencv_version(),
+            "box_convention": BOX_CONVENTION,
+            "images": results,
+            "failed": failed,
+        })
+    if failed:
+        raise InputError(f"{len(failed)} of {len(paths)} images failed (listed above)")
+
+
+def _dataset(
+    data: Path, split: str, settings: Any, workers: int | None, cache: Path | None, shard: str | None,
+    recall: bool, import_mat: Path | None, layout: str, classes: str | None, strict: bool, json_: bool,
+) -> None:
+    from fastrcnn_cli.console import err, print_json, warn
+    from fastrcnn_cli.data.voc import load_dataset, parse_classes_option, read_split_ids
+    from fastrcnn_cli.errors import DatasetError
+    from fastrcnn_cli.proposals.cache import (
+        default_cache_dir,
+        imported_cache_dir,
+        parse_shard,
+        print_failures,
+        run_proposals,
+        shard_records,
+    )
+
+    shard_spec = parse_shard(shard) if shard else None
+    splits = list(dict.fromkeys(s.strip() for s in split.split(",") if s.strip()))
+    if not splits:
+        raise typer.BadParameter("name a split", param_hint="--split")
+    if import_mat is not None and len(splits) > 1 and not import_mat.is_dir():
+        raise typer.BadParameter(
+            "a per-data-set .mat file belongs to one split; give one --split", param_hint="--split"
+        )
+    class_names = parse_classes_option(classes)
+    datasets = [load_dataset(data, s, class_names, strict=strict) for s in splits]
+    dataset = datasets[0]
+    records, skipped, seen = [], [], set()
+    for ds in datasets:  # several splits: their union, in order, each image once
+        records += [r for r in ds.records if not (r.id in seen or seen.add(r.id))]
+        skipped += [i for i in (getattr(ds.report, "skipped_ids", None) or []) if i not in skipped]
+    total = len(records)
+    if shard_spec is not None:
+        records = shard_records(records, *shard_spec)
+        err.print(f"shard {shard_spec[0]}/{shard_spec[1]}: {len(records)} of {total} images")
+    payload: dict[str, Any] = {"dataset": str(dataset.root), "split": split,
+                               "shard": list(shard_spec) if shard_spec else None}
+    failures: list[Any] = []
+    if import_mat is not None:
+        from fastrcnn_cli.proposals.matlab import import_mat as do_import
+
+        cache_dir = cache or imported_cache_dir(dataset.root, import_mat)
+        imported, cache_dir = do_import(
+            import_mat, records, cache_dir, split_ids=read_split_ids(dataset.root, split), layout=layout,
+            dataset_root=dataset.root,
+        )
+        proposals = imported.boxes
+        for problem in imported.problems:
+            warn(problem)
+        n = [len(b) for b in proposals.values()]
+        err.print(
+            f"imported {len(proposals)} of {len(records)} images from {import_mat} (read as {imported.layout}, "
+            f"matched by {imported.matched_by}; {sum(n) / max(len(n), 1):.0f} boxes/image) -> {cache_dir}",
+            highlight=False,
+        )
+        payload.update(cache=str(cache_dir), source=str(import_mat), layout=imported.layout,
+                       matched_by=imported.matched_by, images=len(records), imported=len(proposals),
+                       problems=imported.problems)
+    else:
+        cache_dir = cache or default_cache_dir(dataset.root, settings)
+        run = run_proposals(records, settings, cache_dir, workers, dataset_root=dataset.root)
+        proposals = run.proposals
+        failures = run.failed
+        payload.update(run.to_dict())
+        if run.computed:
+            spi = run.seconds_per_image_per_worker or 0.0
+            err.print(
+                f"computed {run.computed} images in {run.wall_seconds:.1f} s with {run.workers} "
+                f"worker{'s' if run.workers > 1 else ''}: {run.images_per_second or 0:.2f} images/s, "
+                f"{spi:.3f} s per image per worker ({run.cpu_seconds_per_image or 0:.3f} s CPU); "
+                f"{run.cached} were cached; "
+                f"{payload['mean_proposals_per_image']:.0f} proposals/image -> {run.cache_dir}",
+                highlight=False,
+            )
+        print_failures(failures)
+    payload["skipped_by_validation"] = skipped
+    if skipped:
+        warn(f"{len(skipped)} images of {split!r} failed validation and have no proposals "
+             f"(listed above): {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
+    if recall:
+        from fastrcnn_cli.proposals.recall import proposal_recall
+
+        report = proposal_recall(records, proposals, dataset.classes)
+        err.print(report.table())
+        err.print(report.summary(), highlight=False)
+        payload["recall"] = report.to_dict()
+    if json_:
+        print_json(payload)
+    if strict and failures:
+        raise DatasetError(f"{len(failures)} images have no proposals (listed above)", path=dataset.root)
+
+
+def _merge(sources: list[Path], out: Path | None, json_: bool) -> None:
+    from fastrcnn_cli.console import err, print_json
+    from fastrcnn_cli.proposals.cache import merge_caches
+
+    if out is None:
+        raise typer.BadParameter("--merge writes into --cache OUT; give --cache", param_hint="--cache")
+    summary = merge_caches(sources, out)
+    err.print(
+        f"merged {len(sources)} caches into {summary.out}: {summary.copied} images copied, "
+        f"{summary.identical} already there; {summary.total} images in all",
+        highlight=False,
+    )
+    if json_:
+        print_json(summary.to_dict())
+
+
+#: drawings of larger images are made on a copy downscaled to this longer side
+MAX_DRAWING_SIDE = 4096
+
+
+def _drawing(path: Path, boxes: Any, count: int) -> Any:
+    """The image with the first ``count`` boxes; huge images are drawn on a downscaled copy (said on stderr)."""
+    import cv2
+
+    from fastrcnn_cli.console import err
+    from fastrcnn_cli.proposals.draw import draw_proposals
+    from fastrcnn_cli.proposals.selective_search import read_image_for_proposals, scaled_size
+
+    image, (w, h) = read_image_for_proposals(path, MAX_DRAWING_SIDE)
+    ws, hs = scaled_size(w, h, MAX_DRAWING_SIDE)
+    if (image.shape[1], image.shape[0]) != (ws, hs):
+        image = cv2.resize(image, (ws, hs), interpolation=cv2.INTER_AREA)
+    if (ws, hs) != (w, h):
+        err.print(f"the image is {w} x {h}: drawing on a copy downscaled to {ws} x {hs}", highlight=False)
+        f = ws / w
+        boxes = (boxes + 0.5) * f - 0.5  # pixel centres, for display only
+    return draw_proposals(image, boxes, count)
+

@@ -40,6 +40,9 @@ def train(
     backbone_weights: Annotated[
         Path | None, typer.Option(help="ImageNet weights file for the backbone (default: torch hub cache / packaged).", rich_help_panel=_MODEL)
     ] = None,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights (--no-pretrained: random init).", rich_help_panel=_MODEL)
+    ] = True,
     backbone_cut: Annotated[
         str | None, typer.Option(help="efficientnet-lite0 only: stage5 (112 ch) or dilated (320 ch).", rich_help_panel=_MODEL)
     ] = None,
@@ -125,6 +128,7 @@ def train(
             classes=parse_classes_option(classes),
             strict=strict,
             backbone=backbone,
+            pretrained=pretrained,
             backbone_cut=backbone_cut,
             frozen_stages=frozen_stages,
             backbone_weights=str(backbone_weights) if backbone_weights else None,

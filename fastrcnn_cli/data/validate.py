@@ -126,6 +126,8 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, and a check that it decodes. Raises InputError."""
     from PIL import Image, UnidentifiedImageError
 
+    # only the header is read here (no pixels are decoded), so Pillow's decompression-bomb guard does not apply
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as im:
             size = im.size
