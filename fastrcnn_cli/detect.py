@@ -161,6 +161,10 @@ class Detector:
         before :func:`fastrcnn_cli.box_coding.fold_normalisation`); saved models never do."""
         self.model = model.eval().to(device)
         self.normalised_deltas = normalised_deltas
+        # build/load the native RoI pooling operator now, so no timed detection pays for it
+        from fastrcnn_cli.ops._extension import native_available
+
+        native_available(torch.device(device).type)
         self.settings = settings or DetectSettings()
         self.device = torch.device(device)
         self.proposal_settings = proposal_settings
