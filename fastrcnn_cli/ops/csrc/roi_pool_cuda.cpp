@@ -1,0 +1,140 @@
+// RoI max pooling on CUDA: the host side (checks, allocation, stream, registration). The kernels are in
+// roi_pool_cuda.cu. This file is part of the separate CUDA library (fastrcnn_roi_pool_cuda), which registers
+// only CUDA kernels for the operators that the CPU library defines.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cuda_runtime_api.h>
+
+#include "roi_pool_checks.h"
+#include "roi_pool_cuda.h"
+
+namespace fastrcnn {
+namespace {
+
+cuda::DType kernel_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return cuda::DType::Float;
+    case at::kDouble:
+      return cuda::DType::Double;
+    case at::kHalf:
+      return cuda::DType::Half;
+    case at::kBFloat16:
+      return cuda::DType::BFloat16;
+    default:
+      TORCH_CHECK_VALUE(false, "roi_pool: CUDA supports float32, float64, float16 and bfloat16, got ", t);
+  }
+}
+
+bool stream_is_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+}
+
+// The same checks as on the CPU (batch index in range, coordinates finite and not huge), done on the device
+// with one synchronisation. Skipped while a CUDA graph is being captured (no synchronisation allowed then); the
+// kernels never read or write out of bounds whatever the RoIs hold (a RoI naming no image pools zeros).
+void check_rois_cuda(const at::Tensor& rois, int64_t batch_size, double spatial_scale, cudaStream_t stream) {
+  if (rois.size(0) == 0 || stream_is_capturing(stream)) {
+    return;
+  }
+  const at::Tensor b = rois.select(1, 0);
+  const at::Tensor coords = rois.narrow(1, 1, 4).to(at::kDouble).mul(spatial_scale).abs();
+  const bool ok = b.gt(-1).logical_and(b.lt(static_cast<double>(batch_size)))
+                      .logical_and(coords.lt(kMaxScaledCoordinate).all(1))
+                      .all()
+                      .item<bool>();
+  if (!ok) {  // find and report the first bad RoI, with the CPU's message
+    const at::Tensor r = rois.to(at::kCPU, at::kDouble).contiguous();
+    check_rois_cpu<double>(r.const_data_ptr<double>(), r.size(0), batch_size, spatial_scale);
+  }
+}
+
+void check_launch(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, what, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(
+    const at::Tensor& input,
+    const at::Tensor& rois,
+    double spatial_scale,
+    int64_t pooled_height,
+    int64_t pooled_width) {
+  check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(input.is_cuda(), "roi_pool: the CUDA kernel got a tensor on ", input.device());
+  const cuda::DType dtype = kernel_dtype(input.scalar_type());
+  const c10::cuda::CUDAGuard guard(input.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.get_device()).stream();
+
+  const int64_t num_rois = rois.size(0);
+  const int64_t channels = input.size(1);
+  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
+  at::Tensor argmax = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().dtype(at::kInt));
+  check_rois_cuda(rois, input.size(0), spatial_scale, stream);
+  if (output.numel() == 0) {
+    return std::make_tuple(output, argmax);
+  }
+  TORCH_CHECK_VALUE(
+      (channels + 31) / 32 <= 65535, "roi_pool: too many channels for the CUDA kernel (", channels, ")");
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  TORCH_INTERNAL_ASSERT(x.stride(1) == 1 || channels == 1);
+  const at::Tensor rois_c = rois.contiguous();
+  check_launch(
+      cuda::launch_roi_pool_forward(
+          dtype, x.const_data_ptr(), x.stride(0), x.stride(2), x.stride(3), rois_c.const_data_ptr(),
+          spatial_scale, num_rois, input.size(0), channels, input.size(2), input.size(3), pooled_height,
+          pooled_width, output.mutable_data_ptr(), argmax.mutable_data_ptr<int32_t>(), stream),
+      "roi_pool");
+  return std::make_tuple(output, argmax);
+}
+
+at::Tensor roi_pool_backward_cuda(
+    const at::Tensor& grad,
+    const at::Tensor& rois,
+    const at::Tensor& argmax,
+    double spatial_scale,
+    int64_t pooled_height,
+    int64_t pooled_width,
+    int64_t batch_size,
+    int64_t channels,
+    int64_t height,
+    int64_t width) {
+  check_backward_args(grad, rois, argmax, pooled_height, pooled_width, batch_size, channels, height, width);
+  TORCH_CHECK_VALUE(grad.is_cuda(), "roi_pool_backward: the CUDA kernel got a tensor on ", grad.device());
+  const cuda::DType dtype = kernel_dtype(grad.scalar_type());
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad.get_device()).stream();
+
+  at::Tensor grad_input = at::empty({batch_size, channels, height, width}, grad.options());
+  if (grad.numel() == 0 || grad_input.numel() == 0) {
+    return grad_input.zero_();
+  }
+  check_rois_cuda(rois, batch_size, spatial_scale, stream);
+  const bool low_precision = dtype == cuda::DType::Half || dtype == cuda::DType::BFloat16;
+  // channels-last accumulator: the lanes of a warp add to consecutive addresses
+  at::Tensor acc = at::zeros(
+      {batch_size, height, width, channels}, grad.options().dtype(low_precision ? at::kFloat : grad.scalar_type()));
+  const at::Tensor argmax_c = argmax.contiguous();
+  const at::Tensor rois_c = rois.contiguous();
+  check_launch(
+      cuda::launch_roi_pool_backward(
+          dtype, grad.const_data_ptr(), grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
+          argmax_c.const_data_ptr<int32_t>(), rois_c.const_data_ptr(), rois.size(0), batch_size, channels,
+          height, width, pooled_height, pooled_width, acc.mutable_data_ptr(), stream),
+      "roi_pool_backward");
+  grad_input.copy_(acc.permute({0, 3, 1, 2}));
+  return grad_input;
+}
+
+}  // namespace
+}  // namespace fastrcnn
+
+TORCH_LIBRARY_IMPL(fastrcnn, CUDA, m) {
+  m.impl("roi_pool", &fastrcnn::roi_pool_forward_cuda);
+  m.impl("roi_pool_backward", &fastrcnn::roi_pool_backward_cuda);
+}
