@@ -520,8 +520,7 @@ def default_output_path(
 
 def _load(path: Path, device: torch.device | str = "cpu"):
     """The model and metadata of a checkpoint, with clear errors for a file that is not one or has no fc head."""
-    from fastrcnn_cli.model.checkpoint import checkpoint_meta, read_checkpoint_file
-    from fastrcnn_cli.model.fast_rcnn import build_model
+    from fastrcnn_cli.model.checkpoint import model_from_payload, read_checkpoint_file
 
     payload = read_checkpoint_file(path)
     state = payload.get("state_dict")
@@ -530,14 +529,7 @@ def _load(path: Path, device: torch.device | str = "cpu"):
     for name in HEAD_LAYERS:
         if f"{name}.weight" not in state and f"{name}.0.weight" not in state:
             raise CheckpointError(f"has no fully connected layer {name} (no {name}.weight in its weights) to compress", path)
-    meta = checkpoint_meta(payload, path)
-    model = build_model(meta.config, pretrained=False)
-    floats = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        model.load_state_dict(floats, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights do not fit the model it describes ({str(exc).splitlines()[0]})", path) from None
-    model.eval().to(device)
+    model, meta = model_from_payload(payload, path, device)
     info = {"weights_bytes": _state_bytes(state), "train_state": "train_state" in payload}
     return model, meta, info
 

@@ -857,6 +857,13 @@ def train(settings: TrainSettings | None = None, resume: str | Path | None = Non
     assert settings is not None
     if iterations is not None:
         settings = dataclasses.replace(settings, iterations=iterations)
+    # absolute paths in args.json, so a run can be resumed from any folder
+    settings = dataclasses.replace(
+        settings,
+        data=str(Path(settings.data).expanduser().resolve()),
+        proposal_cache=str(Path(settings.proposal_cache).resolve()) if settings.proposal_cache else None,
+        backbone_weights=str(Path(settings.backbone_weights).resolve()) if settings.backbone_weights else None,
+    )
     trainer = Trainer(settings)  # validates data and builds everything before a run folder exists
     if trainer.dist.is_main:
         trainer.run_dir = new_run_dir(settings.runs_dir, settings.name)

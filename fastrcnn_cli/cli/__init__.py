@@ -21,6 +21,7 @@ from fastrcnn_cli.cli import detect as _detect  # noqa: F401,E402
 from fastrcnn_cli.cli import evaluate as _evaluate  # noqa: F401,E402
 from fastrcnn_cli.cli import compress_svd as _compress_svd  # noqa: F401,E402
 from fastrcnn_cli.cli import benchmark as _benchmark  # noqa: F401,E402
+from fastrcnn_cli.cli import export as _export  # noqa: F401,E402
 
 
 def version_text() -> str:

@@ -160,12 +160,42 @@ def load_checkpoint(
     """The model (float32, eval mode, on ``device``) and its metadata. ``None`` loads the shipped model."""
     path = Path(path) if path is not None else default_weights_path()
     payload = read_checkpoint_file(path)
+    return model_from_payload(payload, path, device)
+
+
+def model_from_payload(
+    payload: dict[str, Any], path: Path | None = None, device: torch.device | str = "cpu"
+) -> tuple[FastRCNN, Checkpoint]:
+    """Build the model a checkpoint's dict describes and load its weights (as float32, eval mode)."""
     meta = checkpoint_meta(payload, path)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError("malformed fastrcnn checkpoint (no state_dict)", path)
     model = build_model(meta.config, pretrained=False)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(floats, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"weights do not fit the model it describes ({str(exc).splitlines()[0]})", path) from None
     model.eval().to(device)
     return model, meta
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = True) -> dict[str, Any]:
+    """A checkpoint for shipping: no training state (optimiser, random states), weights in float16 if ``half``.
+
+    Returns sizes before and after. The metadata (model, classes, preprocessing, training summary) is kept.
+    """
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise CheckpointError("refusing to overwrite the input; choose another output file", dst)
+    payload = read_checkpoint_file(src)
+    payload.pop("train_state", None)
+    if half:
+        payload["state_dict"] = {
+            k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+        }
+        payload["dtype"] = "float16"
+    atomic_torch_save(dst, payload)
+    return {"source": str(src), "output": str(dst), "bytes_before": src.stat().st_size,
+            "bytes_after": dst.stat().st_size, "dtype": payload.get("dtype", "float32")}
