@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from fastrcnn_cli.cli import app
 
 runner = CliRunner()
-COMMANDS = ["propose", "train", "detect", "evaluate", "compress-svd", "benchmark", "validate", "make-synthetic"]
+COMMANDS = ["propose", "train", "detect", "evaluate", "compress-svd", "benchmark", "validate", "make-synthetic", "export"]
 
 
 def run(*args: str):
