@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from fastrcnn_cli.errors import CheckpointError, InputError
+from fastrcnn_cli.errors import InputError
 from fastrcnn_cli.model.checkpoint import REPO_ROOT
 
 #: the sections, in the order they run and are printed
@@ -184,27 +184,6 @@ def _ratio_stats(numerators: Sequence[float], denominators: Sequence[float]) -> 
 
 # ---------------------------------------------------------------------------------------------------------------
 # inputs
-
-
-def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """``--weights``, or the shipped model; a clear :class:`CheckpointError` when that one is missing."""
-    from fastrcnn_cli.model.checkpoint import WEIGHTS_ENV, default_weights_path
-
-    if weights is not None:
-        path = Path(weights)
-        if not path.exists():
-            raise CheckpointError("no such weights file", path)
-        return path
-    path = default_weights_path()
-    if not path.exists():
-        if os.environ.get(WEIGHTS_ENV):
-            raise CheckpointError(f"no --weights given, and {WEIGHTS_ENV} names this file, which does not exist", path)
-        raise CheckpointError(
-            "no --weights given and the shipped model is missing; pass --weights FILE (e.g. runs/train/best.pt), "
-            f"set {WEIGHTS_ENV}, or reinstall fastrcnn with its weights/ folder",
-            path,
-        )
-    return path
 
 
 def resolve_image(image: str | os.PathLike | None) -> Path:
@@ -625,6 +604,8 @@ def run_benchmark(
     settings = settings or BenchmarkSettings()
     say = log or (lambda _msg: None)
     started = time.perf_counter()
+    from fastrcnn_cli.model.checkpoint import resolve_weights
+
     weights_path = resolve_weights(weights)
     image_path = resolve_image(image)
     dev = resolve_device(device)

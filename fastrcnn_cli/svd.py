@@ -558,12 +558,9 @@ def compress_checkpoint(
     ``train_state`` is dropped: the factorised model is for inference) and records ``compression``: method,
     per-layer ranks, shapes, parameters and energy kept, the source file, and any earlier compression.
     """
-    from fastrcnn_cli.model.checkpoint import default_weights_path, save_checkpoint
+    from fastrcnn_cli.model.checkpoint import resolve_weights, save_checkpoint
 
-    in_path = Path(in_path) if in_path is not None else default_weights_path()
-    if not in_path.exists():
-        hint = " (the shipped model; give --weights)" if in_path == default_weights_path() else ""
-        raise CheckpointError(f"no such weights file{hint}", in_path)
+    in_path = resolve_weights(in_path)
     model, meta, loaded = _load(in_path)
     shapes = head_shapes(model)
     u, v, previous = shapes["fc7"]

@@ -108,7 +108,7 @@ def detect(
     from fastrcnn_cli.detect import DetectSettings, Detector, proposal_settings_from_meta
     from fastrcnn_cli.devices import describe_device, resolve_device
     from fastrcnn_cli.errors import FastRCNNError, InputError
-    from fastrcnn_cli.model.checkpoint import load_checkpoint
+    from fastrcnn_cli.model.checkpoint import load_checkpoint, resolve_weights
     from fastrcnn_cli.results import build_document, expand_sources, plan_outputs
 
     t_start = time.perf_counter()
@@ -187,27 +187,6 @@ def detect(
     )
     if failed:
         raise FastRCNNError(f"{len(failed)} of {len(outcomes)} image(s) could not be processed (listed above)")
-
-
-def resolve_weights(weights: Path | None) -> Path:
-    """``--weights``, or the shipped model (``FASTRCNN_WEIGHTS`` when set); a clear error when that is missing."""
-    import os
-
-    from fastrcnn_cli.errors import CheckpointError
-    from fastrcnn_cli.model.checkpoint import WEIGHTS_ENV, default_weights_path
-
-    if weights is not None:
-        return weights
-    path = default_weights_path()
-    if not path.exists():
-        if os.environ.get(WEIGHTS_ENV):
-            raise CheckpointError(f"no --weights given, and {WEIGHTS_ENV} names this file, which does not exist", path)
-        raise CheckpointError(
-            "no --weights given and the shipped model is missing; pass --weights FILE (e.g. runs/train/best.pt), "
-            f"set {WEIGHTS_ENV}, or reinstall fastrcnn with its weights/ folder",
-            path,
-        )
-    return path
 
 
 def _run(

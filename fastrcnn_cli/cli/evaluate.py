@@ -218,7 +218,7 @@ def evaluate(
         source_name = f"the detections file {detections}"
     else:
         from fastrcnn_cli.devices import resolve_device
-        from fastrcnn_cli.cli.detect import resolve_weights
+        from fastrcnn_cli.model.checkpoint import resolve_weights
         from fastrcnn_cli.model.checkpoint import load_checkpoint
 
         dev = resolve_device(device)

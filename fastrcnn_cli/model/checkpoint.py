@@ -84,6 +84,26 @@ def default_weights_path() -> Path:
     return Path(env) if env else DEFAULT_WEIGHTS
 
 
+def resolve_weights(weights: str | os.PathLike | None) -> Path:
+    """``--weights`` when given (it must exist), else the shipped model (or ``FASTRCNN_WEIGHTS``), with a clear
+    :class:`CheckpointError` saying what to do when that file is missing."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.exists():
+            raise CheckpointError("no such weights file", path)
+        return path
+    path = default_weights_path()
+    if not path.exists():
+        if os.environ.get(WEIGHTS_ENV):
+            raise CheckpointError(f"no --weights given, and {WEIGHTS_ENV} names this file, which does not exist", path)
+        raise CheckpointError(
+            "no --weights given and the shipped model is missing; pass --weights FILE (e.g. runs/train/best.pt), "
+            f"set {WEIGHTS_ENV}, or reinstall fastrcnn with its weights/ folder",
+            path,
+        )
+    return path
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: FastRCNN,
@@ -158,7 +178,7 @@ def load_checkpoint(
     path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
 ) -> tuple[FastRCNN, Checkpoint]:
     """The model (float32, eval mode, on ``device``) and its metadata. ``None`` loads the shipped model."""
-    path = Path(path) if path is not None else default_weights_path()
+    path = resolve_weights(path)
     payload = read_checkpoint_file(path)
     return model_from_payload(payload, path, device)
 
