@@ -115,7 +115,7 @@ class BenchmarkSettings:
     fc7_none: bool = False  #: leave fc7 uncompressed in the own-head comparison (``--rank R,none``)
     rcnn_sample: int = 32
     rcnn_batch: int = 32
-    roipool_case: str = "model"
+    roipool_case: str = "vgg16"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -364,7 +364,7 @@ def time_shared(
     import torch
 
     from fastrcnn_cli.devices import synchronize
-    from fastrcnn_cli.model.fast_rcnn import batch_images, prepare_image
+    from fastrcnn_cli.model.fast_rcnn import batch_images, prepare_image, size_multiple
 
     device = torch.device(device)
     boxes = np.asarray(proposals, np.float32).reshape(-1, 4)
@@ -384,7 +384,7 @@ def time_shared(
     def fast_rcnn() -> tuple[float, float, float]:
         t0 = clock()
         x, factor = prepare_image(model, image, scale, max_size)
-        x = batch_images([x]).to(device)
+        x = batch_images([x], size_multiple(device)).to(device)
         t1 = clock()
         features = model.features(x)
         t2 = clock()
@@ -674,16 +674,16 @@ def run_benchmark(
                 )
         elif section == "roipool":
             if settings.roipool_case == "vgg16":
-                shape, image_size = VGG16_CONV5, None
+                # the paper's case: VGG16 conv5 of a 600 x 1000 image, 7 x 7 bins, stride 16
+                shape, image_size, roi_size, roi_scale = VGG16_CONV5, (600, 1000), 7, 1 / 16
                 case = "VGG16's conv5 for a 600 x 1000 image (the paper's case)"
             else:
                 shape, image_size = tuple(features_shape), (input_h, input_w)
+                roi_size, roi_scale = model.config.head.roi_size, model.spatial_scale
                 case = f"this model's feature map for this image ({input_w} x {input_h} network input)"
             say(f"[roipool] {len(boxes)} RoIs on {'x'.join(str(v) for v in shape)} features: {_plural(r, 'run')} "
                 f"after {w} warm-up (the reference: {_plural(min(REFERENCE_RUNS, r), 'run')} after 1)")
-            data = time_roipool(
-                dev, shape, len(boxes), image_size, model.config.head.roi_size, model.spatial_scale, r, w, settings.seed
-            )
+            data = time_roipool(dev, shape, len(boxes), image_size, roi_size, roi_scale, r, w, settings.seed)
             data["case"] = settings.roipool_case
             data["case_description"] = case
         else:

@@ -42,7 +42,7 @@ from fastrcnn_cli import box_coding
 from fastrcnn_cli.boxes import clip
 from fastrcnn_cli.devices import synchronize
 from fastrcnn_cli.evaluation import Detections
-from fastrcnn_cli.model.fast_rcnn import FastRCNN, batch_images, prepare_image
+from fastrcnn_cli.model.fast_rcnn import FastRCNN, batch_images, prepare_image, size_multiple
 from fastrcnn_cli.sampling import unique_rois
 
 
@@ -215,7 +215,7 @@ class Detector:
             if len(idx) == 0:
                 continue  # no proposal is pooled at this scale: skip its backbone pass
             t = time.perf_counter()
-            features = self.model.features(batch_images([x]).to(self.device))
+            features = self.model.features(batch_images([x], size_multiple(self.device)).to(self.device))
             times.backbone += self._time(t)
             t = time.perf_counter()
             boxes = proposals[idx] * factor

@@ -62,17 +62,23 @@ def _cases(device: str, dtype: torch.dtype):
 
 def check(dtype: torch.dtype) -> list[str]:
     """Failures (empty if all passed) of the CUDA operator against torchvision (or the reference)."""
-    from fastrcnn_cli.ops import roi_pool, roi_pool_reference
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision.roi_pool)
+
+    from fastrcnn_cli.ops import roi_pool, roi_pool_backward_reference, roi_pool_reference
 
     failures = []
     for name, x, rois, scale, (ph, pw) in _cases("cuda", dtype):
         out, arg = torch.ops.fastrcnn.roi_pool(x, rois, scale, ph, pw)
-        try:
-            ref_out, ref_arg = torch.ops.torchvision.roi_pool(x.contiguous(), rois, scale, ph, pw)
-            against = "torchvision"
-        except (RuntimeError, AttributeError):
+        if dtype == torch.bfloat16:  # torchvision has no bfloat16 RoI pooling
             ref_out, ref_arg = roi_pool_reference(x, rois, (ph, pw), scale)
             against = "reference"
+        else:
+            try:
+                ref_out, ref_arg = torch.ops.torchvision.roi_pool(x.contiguous(), rois, scale, ph, pw)
+                against = "torchvision"
+            except (RuntimeError, AttributeError) as exc:
+                failures.append(f"{dtype} {name}: torchvision's roi_pool raised {type(exc).__name__}: {exc}")
+                continue
         if not torch.equal(arg, ref_arg):
             bad = int((arg != ref_arg).sum())
             failures.append(f"{dtype} {name}: argmax differs from {against} at {bad} places")
@@ -83,7 +89,12 @@ def check(dtype: torch.dtype) -> list[str]:
         grad = torch.randn(out.shape, device="cuda").to(dtype)
         xg = x.detach().requires_grad_(True)
         (ours,) = torch.autograd.grad(roi_pool(xg, rois, (ph, pw), scale), xg, grad)
-        if against == "torchvision":
+        if dtype in (torch.float16, torch.bfloat16):
+            # ours adds the gradients in float32, torchvision in float16 (up to 0.04 off on an H100 for overlapping
+            # RoIs): the yardstick is the exact sum, in float64, of the gradients at the argmax checked above
+            theirs = roi_pool_backward_reference(grad.double(), rois, arg, tuple(x.shape))
+            against = "the exact float64 sum at the argmax"
+        elif against == "torchvision":
             import torchvision
 
             xt = x.detach().requires_grad_(True)
@@ -92,11 +103,16 @@ def check(dtype: torch.dtype) -> list[str]:
             xt = x.detach().requires_grad_(True)
             out_ref, _ = roi_pool_reference(xt, rois, (ph, pw), scale)
             (theirs,) = torch.autograd.grad(out_ref, xt, grad)
-        rtol, atol = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2)}.get(dtype, (1e-5, 1e-5))
+        # float32: both sides add with atomics, in different orders, and sums of a few hundred overlapping terms
+        # differ in the last bits; half: one rounding of the float32 sum
+        rtol, atol = {
+            torch.float16: (1e-3, 1e-3), torch.bfloat16: (8e-3, 8e-3), torch.float32: (1e-5, 1e-4)
+        }.get(dtype, (1e-9, 1e-9))
         try:
             torch.testing.assert_close(ours.float(), theirs.float(), rtol=rtol, atol=atol)
         except AssertionError as exc:
-            failures.append(f"{dtype} {name}: gradient differs from {against}: {str(exc).splitlines()[0]}")
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
+            failures.append(f"{dtype} {name}: gradient differs from {against}: {detail}")
     return failures
 
 

@@ -116,7 +116,8 @@ def test_json_has_every_section_with_sane_numbers(full_run: dict) -> None:
             t = phases[phase]
             assert 0 < t["min_ms"] <= t["median_ms"] <= t["max_ms"]
     assert roipool["matches_torchvision"] is True
-    assert roipool["feature_shape"][1] == setup["model"]["feature_map"][0]  # the model's own channels
+    assert roipool["case"] == "vgg16" and roipool["feature_shape"] == [1, 512, 38, 63]  # the paper's case by default
+    assert roipool["output_size"] in (7, [7, 7]) and roipool["spatial_scale"] == pytest.approx(1 / 16)
 
     head = doc["sections"]["head"]
     for key in ("vgg16", "model"):
@@ -288,3 +289,17 @@ def test_durations_read_well() -> None:
     assert bench.fmt_ms(1804) == "1.80 s"
     assert bench.fmt_range(209, 215.4) == "209–215 ms"
     assert bench.fmt_range(980, 1020) == "980 ms–1.02 s"
+
+
+def test_roipool_case_model_pools_this_models_own_feature_map(files: dict[str, Path]) -> None:
+    result = runner.invoke(
+        app,
+        ["benchmark", "--weights", str(files["weights"]), "--image", str(files["image"]), *TINY,
+         "--sections", "roipool", "--roipool-case", "model", "--json", "--threads", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    roipool = doc["sections"]["roipool"]
+    assert roipool["case"] == "model" and roipool["matches_torchvision"] is True
+    assert roipool["feature_shape"][1] == doc["setup"]["model"]["feature_map"][0]  # the model's own channels
+    assert roipool["image_size"] is not None

@@ -353,6 +353,13 @@ def test_half_and_bfloat16_work_on_the_cpu():
         out, arg = fastrcnn_pool(xs, rs, scale, ph, pw)
         ref_out, ref_arg = roi_pool_reference(xs, rs, (ph, pw), scale)
         assert torch.equal(out, ref_out) and torch.equal(arg, ref_arg)
+        # the backward adds in float32 and rounds once: within one rounding of the exact sum
+        grad = torch.randn(out.shape).to(dtype)
+        got = torch.ops.fastrcnn.roi_pool_backward(grad, rs, arg, scale, ph, pw, *xs.shape)
+        exact = roi_pool_backward_reference(grad.double(), rs, arg, tuple(xs.shape))
+        tol = {torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), exact, rtol=tol, atol=tol)
 
 
 def test_falls_back_to_the_reference_with_a_warning_when_the_build_fails(monkeypatch, capsys):
@@ -390,3 +397,40 @@ def test_torch_compile_traces_the_operator_without_graph_breaks():
     (grad,) = torch.autograd.grad(out.sum(), x)
     (expected,) = torch.autograd.grad(head(x, rois).sum(), x)
     torch.testing.assert_close(grad, expected)
+
+
+def test_a_first_call_inside_torch_compile_loads_the_operator_without_a_graph_break():
+    # a fresh process, so the library is not loaded yet when dynamo traces the first call
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, torchvision\n"
+        "from fastrcnn_cli.ops import _extension, roi_pool\n"
+        "assert not _extension._state.cpu\n"
+        "x = torch.randn(2, 8, 10, 12)\n"
+        "rois = torch.tensor([[0, 0., 0., 100., 90.], [1, 16., 8., 150., 120.]])\n"
+        "f = torch.compile(lambda x, r: roi_pool(x, r, 7, 1 / 16), fullgraph=True, backend='eager')\n"
+        "assert torch.equal(f(x, rois), torch.ops.torchvision.roi_pool(x, rois, 1 / 16, 7, 7)[0])\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "row", [[2.0, 0.0, 0.0, 10.0, 10.0], [-1.0, 0.0, 0.0, 10.0, 10.0], [0.0, 1.0, float("inf"), 3.0, 4.5]]
+)
+def test_the_python_roi_check_raises_the_operators_message(row):
+    # roi_pool() runs this check itself before the CUDA operator; its message is the C++ operator's
+    from fastrcnn_cli.ops import check_rois
+
+    x = torch.randn(2, 3, 5, 5)
+    rois = torch.tensor([[0, 0.0, 0.0, 10.0, 10.0], [1, 2.0, 2.0, 8.0, 9.0], row])
+    with pytest.raises(ValueError) as ours:
+        check_rois(rois, 2, 1 / 16)
+    with pytest.raises(ValueError) as native:
+        torch.ops.fastrcnn.roi_pool(x, rois, 1 / 16, 2, 2)
+    assert str(ours.value) == str(native.value).splitlines()[0]
+    check_rois(rois[:2], 2, 1 / 16)  # good RoIs pass
+    check_rois(rois[:0], 2, 1 / 16)

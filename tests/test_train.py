@@ -136,3 +136,32 @@ def test_two_process_torchrun_gloo_training_runs(synthetic_voc: Path, tmp_path: 
     assert summary["iterations"] == 4
     payload = read_checkpoint_file(Path(summary["last"]))
     assert payload["train_state"]["world_size"] == 2
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(synthetic_voc: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cmd = [
+        sys.executable, "-m", "fastrcnn_cli", "train", str(synthetic_voc), "--split", "train", "--eval-split", "none",
+        "--backbone", "efficientnet-lite0", "--scale", "160", "--max-size", "240", "--rois-per-image", "16",
+        "--iterations", "1000", "--log-every", "1", "--lr", "0.01", "--runs-dir", str(tmp_path / "runs"),
+        "--proposal-cache", str(tmp_path / "proposals"), "--proposal-top", "200", "--workers", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:
+        if line.startswith("iter 3/"):
+            break
+        assert time.monotonic() < deadline, "training did not start"
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "Resume with" in rest and "Traceback" not in rest
+    run_dir = tmp_path / "runs" / "train"
+    payload = read_checkpoint_file(run_dir / "last.pt")
+    stopped_at = payload["train_state"]["iteration"]
+    assert stopped_at >= 3
+    resumed = train(resume=run_dir, iterations=stopped_at + 2)
+    assert resumed.iterations == stopped_at + 2

@@ -8,10 +8,11 @@ imported here, so that ``python -m fastrcnn_cli.ops.bench`` runs cleanly).
 
 from fastrcnn_cli.ops._extension import load_extension
 from fastrcnn_cli.ops.reference import roi_pool_backward_reference, roi_pool_reference
-from fastrcnn_cli.ops.roi_pool import RoIPool, roi_pool, rois_from_boxes
+from fastrcnn_cli.ops.roi_pool import RoIPool, check_rois, roi_pool, rois_from_boxes
 
 __all__ = [
     "RoIPool",
+    "check_rois",
     "load_extension",
     "roi_pool",
     "roi_pool_backward_reference",

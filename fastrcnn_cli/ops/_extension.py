@@ -128,10 +128,13 @@ def load_extension(with_cuda: bool | None = None) -> ExtensionState:
         return _state
 
 
+@torch.compiler.assume_constant_result
 def native_available(device_type: str) -> bool:
     """True if the native kernels for ``device_type`` ("cpu", "cuda") are loaded, building them on first use.
 
     Never raises for a failed build: it warns once and returns False, and the caller falls back to the reference.
+    Under ``torch.compile`` it runs once, eagerly, while the graph is traced (its answer is a constant there), so
+    a first call inside a compiled function builds or loads the library without breaking the graph.
     """
     if device_type == "cpu" and _state.cpu:
         return True

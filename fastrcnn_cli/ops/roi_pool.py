@@ -88,6 +88,8 @@ def roi_pool(
     spatial_scale = float(spatial_scale)
     if not spatial_scale > 0 or spatial_scale == float("inf"):
         raise ValueError(f"roi_pool: spatial_scale must be positive and finite, got {spatial_scale}")
+    if input.is_cuda and not torch.compiler.is_compiling():
+        check_rois(rois, input.shape[0], spatial_scale)
     if _extension.native_available(input.device.type):
         output, _ = torch.ops.fastrcnn.roi_pool(input, rois, spatial_scale, ph, pw)
         return output
@@ -108,6 +110,35 @@ class RoIPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+
+
+#: |coordinate x spatial scale| must stay below this (as ``kMaxScaledCoordinate`` in csrc/roi_pool_checks.h)
+MAX_SCALED_COORDINATE = 268435456.0  # 2^28
+
+
+def check_rois(rois: Tensor, batch_size: int, spatial_scale: float) -> None:
+    """Raise ValueError, with the C++ operator's message, for the first RoI whose batch index names no image of
+    the batch or whose coordinates are not finite or huge. One synchronisation on a GPU.
+
+    The operator checks the same; :func:`roi_pool` checks here first on CUDA so that a bad RoI is a Python error
+    even where the check inside the CUDA operator cannot run (and, on an H100 with torch 2.11, a ValueError
+    thrown from inside the CUDA operator once crashed the process).
+    """
+    if rois.shape[0] == 0:
+        return
+    b = rois[:, 0]
+    b_ok = (b > -1) & (b < batch_size)
+    good = b_ok & ((rois[:, 1:].double() * spatial_scale).abs() < MAX_SCALED_COORDINATE).all(dim=1)
+    if bool(good.all()):
+        return
+    k = int((~good).int().argmax())
+    row = [float(v) for v in rois[k].double().cpu()]
+    if not bool(b_ok[k]):
+        raise ValueError(
+            f"roi_pool: rois[{k}, 0] = {row[0]:g} is not a batch index of the input (batch size {batch_size})"
+        )
+    bad = next(v for v in row[1:] if not abs(v * spatial_scale) < MAX_SCALED_COORDINATE)
+    raise ValueError(f"roi_pool: rois[{k}] has a non-finite or huge coordinate ({bad:g})")
 
 
 def _describe(x: object) -> str:

@@ -690,6 +690,12 @@ at::Tensor roi_pool_backward_cpu(
     int64_t width) {
   check_backward_args(grad, rois, argmax, pooled_height, pooled_width, batch_size, channels, height, width);
   TORCH_CHECK_VALUE(grad.is_cpu(), "roi_pool_backward: the CPU kernel got a tensor on ", grad.device());
+  if (grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16) {
+    // add in float32 and round once, as the CUDA kernel does (half sums of overlapping RoIs drift by 1e-1)
+    return roi_pool_backward_cpu(grad.to(at::kFloat), rois.to(at::kFloat), argmax, spatial_scale, pooled_height,
+                                 pooled_width, batch_size, channels, height, width)
+        .to(grad.scalar_type());
+  }
   at::Tensor grad_input = at::zeros({batch_size, channels, height, width}, grad.options());
   if (grad.numel() == 0 || grad_input.numel() == 0) {
     return grad_input;

@@ -10,6 +10,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
+#include <string>
+
 #include "roi_pool_checks.h"
 #include "roi_pool_cuda.h"
 
@@ -39,20 +42,34 @@ bool stream_is_capturing(cudaStream_t stream) {
 // The same checks as on the CPU (batch index in range, coordinates finite and not huge), done on the device
 // with one synchronisation. Skipped while a CUDA graph is being captured (no synchronisation allowed then); the
 // kernels never read or write out of bounds whatever the RoIs hold (a RoI naming no image pools zeros).
-void check_rois_cuda(const at::Tensor& rois, int64_t batch_size, double spatial_scale, cudaStream_t stream) {
+// Returns the CPU's message for the first bad RoI, or "" if all are good; the caller throws, before it takes a
+// device guard (a ValueError thrown from here, under the guard, crashed the process on an H100 with torch 2.11).
+std::string rois_problem_cuda(const at::Tensor& rois, int64_t batch_size, double spatial_scale, cudaStream_t stream) {
   if (rois.size(0) == 0 || stream_is_capturing(stream)) {
-    return;
+    return "";
   }
   const at::Tensor b = rois.select(1, 0);
-  const at::Tensor coords = rois.narrow(1, 1, 4).to(at::kDouble).mul(spatial_scale).abs();
-  const bool ok = b.gt(-1).logical_and(b.lt(static_cast<double>(batch_size)))
-                      .logical_and(coords.lt(kMaxScaledCoordinate).all(1))
-                      .all()
-                      .item<bool>();
-  if (!ok) {  // find and report the first bad RoI, with the CPU's message
-    const at::Tensor r = rois.to(at::kCPU, at::kDouble).contiguous();
-    check_rois_cpu<double>(r.const_data_ptr<double>(), r.size(0), batch_size, spatial_scale);
+  const at::Tensor b_ok = b.gt(-1).logical_and(b.lt(static_cast<double>(batch_size)));
+  const at::Tensor coords_ok = rois.narrow(1, 1, 4).to(at::kDouble).mul(spatial_scale).abs()
+                                   .lt(kMaxScaledCoordinate).all(1);
+  const at::Tensor good = b_ok.logical_and(coords_ok);
+  if (good.all().item<bool>()) {
+    return "";
   }
+  // the first bad RoI (argmax gives the first maximum), its values read one by one
+  const int64_t k = good.logical_not().to(at::kInt).argmax().item<int64_t>();
+  const at::Tensor row = rois.select(0, k).to(at::kDouble);
+  const double r[5] = {row[0].item<double>(), row[1].item<double>(), row[2].item<double>(),
+                       row[3].item<double>(), row[4].item<double>()};
+  if (!b_ok[k].item<bool>()) {
+    return c10::str("roi_pool: rois[", k, ", 0] = ", r[0], " is not a batch index of the input (batch size ",
+                    batch_size, ")");
+  }
+  int j = 1;
+  while (j < 4 && std::abs(r[j] * spatial_scale) < kMaxScaledCoordinate) {
+    ++j;
+  }
+  return c10::str("roi_pool: rois[", k, "] has a non-finite or huge coordinate (", r[j], ")");
 }
 
 void check_launch(cudaError_t err, const char* what) {
@@ -68,14 +85,15 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(
   check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
   TORCH_CHECK_VALUE(input.is_cuda(), "roi_pool: the CUDA kernel got a tensor on ", input.device());
   const cuda::DType dtype = kernel_dtype(input.scalar_type());
-  const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.get_device()).stream();
+  const std::string problem = rois_problem_cuda(rois, input.size(0), spatial_scale, stream);
+  TORCH_CHECK_VALUE(problem.empty(), problem);
+  const c10::cuda::CUDAGuard guard(input.device());
 
   const int64_t num_rois = rois.size(0);
   const int64_t channels = input.size(1);
   at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
   at::Tensor argmax = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().dtype(at::kInt));
-  check_rois_cuda(rois, input.size(0), spatial_scale, stream);
   if (output.numel() == 0) {
     return std::make_tuple(output, argmax);
   }
@@ -107,14 +125,17 @@ at::Tensor roi_pool_backward_cuda(
   check_backward_args(grad, rois, argmax, pooled_height, pooled_width, batch_size, channels, height, width);
   TORCH_CHECK_VALUE(grad.is_cuda(), "roi_pool_backward: the CUDA kernel got a tensor on ", grad.device());
   const cuda::DType dtype = kernel_dtype(grad.scalar_type());
-  const c10::cuda::CUDAGuard guard(grad.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad.get_device()).stream();
+  if (grad.numel() != 0 && batch_size * channels * height * width != 0) {
+    const std::string problem = rois_problem_cuda(rois, batch_size, spatial_scale, stream);
+    TORCH_CHECK_VALUE(problem.empty(), problem);
+  }
+  const c10::cuda::CUDAGuard guard(grad.device());
 
   at::Tensor grad_input = at::empty({batch_size, channels, height, width}, grad.options());
   if (grad.numel() == 0 || grad_input.numel() == 0) {
     return grad_input.zero_();
   }
-  check_rois_cuda(rois, batch_size, spatial_scale, stream);
   const bool low_precision = dtype == cuda::DType::Half || dtype == cuda::DType::BFloat16;
   // channels-last accumulator: the lanes of a warp add to consecutive addresses
   at::Tensor acc = at::zeros(
