@@ -15,6 +15,12 @@ synchronised before each clock reading.
     runs first, and its first run, the process's first detection, is also reported ("cold"): a one-image
     ``fastrcnn detect`` measures such a run (the native RoI pooling operator is loaded before any timing, though).
 
+``proposals`` -- Selective Search: OpenCV's and ours (``--proposer native``), fast and quality mode
+    Each proposer and mode on the image at the checkpoint's ``max_side`` (resize included), as ``detect`` runs
+    it: the process CPU time of one image (all its threads) with one thread, and the wall-clock latency of one
+    image with one thread and with all of torch's threads (OpenCV's thread count and torch's set alike), and the
+    number of boxes. The four (proposer, mode) pairs alternate within each round.
+
 ``shared`` -- "share the features": R-CNN's way against Fast R-CNN's, same backbone, same proposals
     Both start from the BGR image and the same ``P`` proposals and end with class scores and box offsets for
     every proposal; proposals and post-processing are left out of both.
@@ -70,18 +76,19 @@ from typing import Any
 import numpy as np
 
 from fastrcnn_cli.errors import InputError
-from fastrcnn_cli.model.checkpoint import REPO_ROOT
+from fastrcnn_cli.shipped import example_path
 
 #: the sections, in the order they run and are printed
-SECTIONS: tuple[str, ...] = ("stages", "shared", "roipool", "head")
+SECTIONS: tuple[str, ...] = ("stages", "proposals", "shared", "roipool", "head")
 SECTION_TITLES = {
     "stages": "1. Where the time went: one detection, stage by stage",
+    "proposals": "1b. Selective Search: OpenCV's against ours (native), fast and quality modes",
     "shared": "2. Share the features: R-CNN's way against Fast R-CNN's",
     "roipool": "3. RoI max pooling: our operator, torchvision's, the pure-PyTorch reference",
     "head": "4. The fully connected head: full against truncated SVD",
 }
 #: the example image shipped with the package (a synthetic shapes picture)
-DEFAULT_IMAGE = REPO_ROOT / "examples" / "shapes-1.jpg"
+DEFAULT_IMAGE = example_path()
 #: the size R-CNN warps every proposal to: the backbone's ImageNet classification input
 RCNN_INPUT_SIZE = 224
 #: VGG16's conv5 map for a 600 x 1000 image (Caffe's ceil-mode pooling), the paper's RoI pooling case
@@ -90,8 +97,8 @@ VGG16_CONV5 = (1, 512, 38, 63)
 #: stays well under 3 minutes on a 2-core CPU: VGG16's fc6 on 2000 RoIs alone takes seconds there (a dense
 #: product needs no warm-up), and the pure-PyTorch RoI pooling reference seconds a call, so it is timed once
 #: after one warm-up (``REFERENCE_RUNS``).
-DEFAULT_RUNS = {"stages": 5, "shared": 3, "roipool": 3, "head": 3}
-DEFAULT_WARMUP = {"stages": 1, "shared": 1, "roipool": 1, "head": 0}
+DEFAULT_RUNS = {"stages": 5, "proposals": 2, "shared": 3, "roipool": 3, "head": 3}
+DEFAULT_WARMUP = {"stages": 1, "proposals": 1, "shared": 1, "roipool": 1, "head": 0}
 REFERENCE_RUNS = 1
 #: the stages of one detection (:class:`~fastrcnn_cli.detect.StageTimes` fields) and how the output names them
 STAGES: tuple[str, ...] = ("proposals", "preprocess", "backbone", "head", "postprocess")
@@ -117,6 +124,7 @@ class BenchmarkSettings:
     rcnn_batch: int = 32
     roipool_case: str = "vgg16"
     seed: int = 0
+    proposer: str | None = None  #: "opencv" | "native" for the stages section (None: the checkpoint's)
 
     def __post_init__(self) -> None:
         problems = []
@@ -508,6 +516,71 @@ def time_roipool(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# section 1b: Selective Search, OpenCV's against ours
+
+
+def time_proposals(
+    picture: np.ndarray, settings: Any, runs: int, warmup: int, progress: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """OpenCV's and the native Selective Search, fast and quality mode, on one image: CPU time (1 thread) and
+    latency (1 thread, all threads) per image, boxes. ``settings``: the :class:`ProposalSettings` to vary."""
+    import dataclasses
+
+    import cv2
+    import torch
+
+    from fastrcnn_cli.proposals import selective_search
+
+    all_threads = torch.get_num_threads()
+    cv_threads = cv2.getNumThreads()
+    pairs = [(p, m) for m in ("fast", "quality") for p in ("opencv", "native")]
+    cpu: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    latency: dict[tuple[str, str, int], list[float]] = {(*pair, t): [] for pair in pairs for t in (1, all_threads)}
+    boxes: dict[tuple[str, str], int] = {}
+
+    def one(pair: tuple[str, str], threads: int) -> tuple[float, float, int]:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        s = dataclasses.replace(settings, proposer=pair[0], mode=pair[1])
+        c0, w0 = time.process_time(), time.perf_counter()
+        n = len(selective_search(picture, s))
+        return time.process_time() - c0, time.perf_counter() - w0, n
+
+    try:
+        for i in range(warmup + runs):
+            for pair in pairs:
+                for threads in dict.fromkeys((1, all_threads)):
+                    c, w, n = one(pair, threads)
+                    if i >= warmup:
+                        latency[(*pair, threads)].append(w)
+                        if threads == 1:
+                            cpu[pair].append(c)
+                    boxes[pair] = n
+            if progress:
+                progress()
+    finally:
+        torch.set_num_threads(all_threads)
+        cv2.setNumThreads(cv_threads)
+    rows = {}
+    for pair in pairs:
+        rows[f"{pair[0]}-{pair[1]}"] = {
+            "proposer": pair[0], "mode": pair[1], "boxes": boxes[pair],
+            "cpu_1_thread": summarize(cpu[pair]),
+            "latency_1_thread": summarize(latency[(*pair, 1)]),
+            "latency_all_threads": summarize(latency[(*pair, all_threads)]),
+        }
+    base = rows["opencv-fast"]["cpu_1_thread"]["median_ms"]
+    for row in rows.values():
+        row["cpu_vs_opencv_fast"] = row["cpu_1_thread"]["median_ms"] / base if base > 0 else float("nan")
+        one_t = row["latency_1_thread"]["median_ms"]
+        row["latency_all_vs_1_thread"] = row["latency_all_threads"]["median_ms"] / one_t if one_t > 0 else float("nan")
+    return {
+        "rows": rows, "threads": all_threads, "max_side": int(settings.max_side), "top": int(settings.top),
+        "runs": runs, "warmup": warmup,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # section 4: the head, full against truncated SVD
 
 
@@ -595,8 +668,8 @@ def run_benchmark(
     from fastrcnn_cli.detect import DetectSettings, Detector, proposal_settings_from_meta, sanitise_proposals
     from fastrcnn_cli.devices import resolve_device
     from fastrcnn_cli.io import read_image
-    from fastrcnn_cli.model.checkpoint import load_checkpoint
     from fastrcnn_cli.model.fast_rcnn import scale_factor
+    from fastrcnn_cli.onnx_backend import RUNTIME_NAME, is_onnx_path, load_network
     from fastrcnn_cli.ops import load_extension
     from fastrcnn_cli.ops._extension import native_available
     from fastrcnn_cli.sampling import unique_rois
@@ -610,13 +683,19 @@ def run_benchmark(
     image_path = resolve_image(image)
     dev = resolve_device(device)
     picture = read_image(image_path)
-    model, meta = load_checkpoint(weights_path, dev)
+    onnx = is_onnx_path(weights_path)  # an exported .onnx: the stages run in ONNX Runtime, the rest needs torch
+    if onnx and settings.sections != ("stages",):
+        raise InputError(
+            "an ONNX model can be timed in the stages section only (--sections stages); the shared, roipool and "
+            "head sections time PyTorch modules: give the checkpoint for those"
+        )
+    model, meta = load_network(weights_path, dev)
     own_head = None
     if settings.ranks and "head" in settings.sections:
         own_head = resolve_head_ranks(model, settings.ranks, settings.fc7_none)
 
     detect_settings = DetectSettings.for_checkpoint(meta)
-    proposal_settings = proposal_settings_from_meta(meta, settings.proposals)
+    proposal_settings = proposal_settings_from_meta(meta, settings.proposals, settings.proposer)
     top = int(proposal_settings.top)  # type: ignore[attr-defined]
     detector = Detector(model, detect_settings, dev, proposal_settings)
     recorder = _RecordingDetector(detector)
@@ -626,11 +705,12 @@ def run_benchmark(
     input_w, input_h = max(1, int(round(width * factor))), max(1, int(round(height * factor)))
 
     # the native RoI pooling operator is loaded (or built) now, so that no timed run pays for it
-    try:
-        load_extension(with_cuda=dev.type == "cuda")
-    except Exception:  # noqa: BLE001 - roi_pool falls back to the reference and warns; native_available says so
-        pass
-    roi_native = native_available(dev.type)
+    if not onnx:
+        try:
+            load_extension(with_cuda=dev.type == "cuda")
+        except Exception:  # noqa: BLE001 - roi_pool falls back to the reference and warns; native_available says so
+            pass
+    roi_native = False if onnx else native_available(dev.type)
     runs = {s: settings.runs_for(s) for s in settings.sections}
     warmups = {s: settings.warmup_for(s) for s in settings.sections}
     sections: dict[str, Any] = {}
@@ -651,13 +731,16 @@ def run_benchmark(
         with rounds("stages", r + w) as tick:
             sections["stages"] = time_stages(detector, picture, r, w, tick)
         sections["stages"]["elapsed_s"] = time.perf_counter() - t0
+        sections["stages"]["runtime"] = RUNTIME_NAME if onnx else "PyTorch"
     if recorder.proposals is None:
         recorder.proposals = detector.propose(picture)
     ss_boxes = sanitise_proposals(recorder.proposals, width, height)
     boxes, added = top_up_proposals(ss_boxes, top, width, height, settings.seed)
     unique = len(unique_rois(ss_boxes * factor, model.spatial_scale)[0])
-    with torch.inference_mode():
-        features_shape = list(model.features(torch.zeros((1, 3, input_h, input_w), device=dev)).shape)
+    features_shape = [1, 0, -(-input_h // 16), -(-input_w // 16)]  # ONNX: channels unknown outside the graph
+    if not onnx:
+        with torch.inference_mode():
+            features_shape = list(model.features(torch.zeros((1, 3, input_h, input_w), device=dev)).shape)
 
     for section in settings.sections:
         if section == "stages":
@@ -672,6 +755,11 @@ def run_benchmark(
                     model, picture, boxes, scale=scale, max_size=max_size, device=dev, runs=r, warmup=w,
                     sample=settings.rcnn_sample, batch_size=settings.rcnn_batch, seed=settings.seed, progress=tick,
                 )
+        elif section == "proposals":
+            say(f"[proposals] OpenCV's and the native Selective Search, fast and quality, 1 and "
+                f"{torch.get_num_threads()} threads: {_plural(r, 'round')} after {w} warm-up")
+            with rounds("proposals", r + w) as tick:
+                data = time_proposals(picture, proposal_settings, r, w, tick)
         elif section == "roipool":
             if settings.roipool_case == "vgg16":
                 # the paper's case: VGG16 conv5 of a 600 x 1000 image, 7 x 7 bins, stride 16
@@ -725,6 +813,7 @@ def run_benchmark(
                 "added_jittered": int(added),
             },
             "roi_pool_native": roi_native,
+            "runtime": (f"{RUNTIME_NAME} {_onnxruntime_version()} ({model.provider})" if onnx else "PyTorch"),
             "sections": list(settings.sections),
             "runs": runs,
             "warmup": warmups,
@@ -776,6 +865,18 @@ def _runs_text(section: Mapping[str, Any]) -> str:
     return f"median of {_plural(int(section['runs']), 'run')} after {int(section['warmup'])} warm-up"
 
 
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+#: the stage names when the network ran in ONNX Runtime: one session.run does backbone, RoI pooling and heads
+ONNX_STAGE_LABELS = {
+    "backbone": "ONNX Runtime: backbone + RoI pool + heads × {n}",
+    "head": "(inside the ONNX graph)",
+}
+
 STAGE_LABELS = {
     "proposals": "Selective Search",
     "preprocess": "preprocessing",
@@ -821,7 +922,9 @@ def header_rows(result: Mapping[str, Any]) -> list[tuple[str, str]]:
                   f"{img['input_height']} (scale {img['scale']}, max size {img['max_size']})"),
         ("proposals", proposals),
         ("RoI pooling", "native operator" if setup["roi_pool_native"]
+         else "ONNX MaxRoiPool, in the graph" if setup.get("runtime", "PyTorch") != "PyTorch"
          else "pure-PyTorch fallback (the native operator is not available)"),
+        ("runtime", setup.get("runtime", "PyTorch")),
         ("runs", f"timed runs after warm-up runs: {runs_text}; medians, spread min–max"),
         ("date", env["date"]),
     ]
@@ -846,10 +949,11 @@ def _stages_table(data: Mapping[str, Any]):
     for name, justify in (("stage", "left"), ("median", "right"), ("min–max", "right"), ("share", "right"),
                           ("cold", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    labels = {**STAGE_LABELS, **(ONNX_STAGE_LABELS if data.get("runtime") == "ONNX Runtime" else {})}
     for name in STAGES:
         s = data["stages"][name]
         share = s["median_ms"] / total if total > 0 else float("nan")
-        table.add_row(STAGE_LABELS[name].format(n=data["num_proposals"]), fmt_ms(s["median_ms"]), _spread(s),
+        table.add_row(labels[name].format(n=data["num_proposals"]), fmt_ms(s["median_ms"]), _spread(s),
                       f"{100 * share:.0f} %", fmt_ms(data["cold_ms"][name]))
     table.add_section()
     net = data["network"]
@@ -905,7 +1009,8 @@ def _roipool_table(data: Mapping[str, Any]):
     for name, justify in (("implementation", "left"), ("pass", "left"), ("median", "right"), ("min–max", "right"),
                           ("x ours", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    names = {"fastrcnn": "ours (native)", "torchvision": "torchvision", "reference": "PyTorch reference"}
+    names = {"fastrcnn": "ours (native)", "fastrcnn-no-argmax": "ours, no argmax (inference)",
+             "torchvision": "torchvision", "reference": "PyTorch reference"}
     ours = data["timings"].get("fastrcnn", {})
     for i, (impl, phases) in enumerate(data["timings"].items()):
         if i:
@@ -920,6 +1025,26 @@ def _roipool_table(data: Mapping[str, Any]):
                           fmt_ms(t["median_ms"]), _spread(t), f"{ratio:.3g}" if ratio is not None else "-")
     for impl, why in (data.get("skipped") or {}).items():
         table.add_row(names.get(impl, impl), "not timed", why)
+    return table
+
+
+def _proposals_table(data: Mapping[str, Any]):
+    n = data["threads"]
+    table = _table(
+        SECTION_TITLES["proposals"],
+        f"the image at longer side {data['max_side']}, top {data['top']} boxes; {_runs_text(data)}. CPU: process CPU "
+        f"time of one image on 1 thread; latency: wall clock with 1 and {n} threads (torch's and OpenCV's).",
+    )
+    for name, justify in (("proposer", "left"), ("mode", "left"), ("boxes", "right"), ("CPU / image", "right"),
+                          ("x OpenCV fast", "right"), ("latency, 1 thread", "right"), (f"latency, {n} threads", "right"),
+                          (f"{n} / 1 threads", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for i, row in enumerate(data["rows"].values()):
+        if i and i % 2 == 0:
+            table.add_section()
+        table.add_row(row["proposer"], row["mode"], str(row["boxes"]), fmt_ms(row["cpu_1_thread"]["median_ms"]),
+                      f"{row['cpu_vs_opencv_fast']:.3f}", fmt_ms(row["latency_1_thread"]["median_ms"]),
+                      fmt_ms(row["latency_all_threads"]["median_ms"]), f"{row['latency_all_vs_1_thread']:.2f}")
     return table
 
 
@@ -967,7 +1092,8 @@ def render_report(result: Mapping[str, Any]) -> list[Any]:
     for key, text in header_rows(result):
         header.add_row(key, text)
     out: list[Any] = ["[bold]fastrcnn benchmark[/bold]", header, ""]
-    makers = {"stages": _stages_table, "shared": _shared_table, "roipool": _roipool_table, "head": _head_table}
+    makers = {"stages": _stages_table, "proposals": _proposals_table, "shared": _shared_table, "roipool": _roipool_table,
+              "head": _head_table}
     for name in SECTIONS:
         if name in result["sections"]:
             out += [makers[name](result["sections"][name]), ""]
@@ -982,6 +1108,10 @@ def summary_line(result: Mapping[str, Any]) -> str:
     if "stages" in sections:
         s = sections["stages"]
         parts.append(f"detection {fmt_ms(s['total']['median_ms'])} (network {fmt_ms(s['network']['median_ms'])})")
+    if "proposals" in sections:
+        rows = sections["proposals"]["rows"]
+        parts.append(f"native Selective Search {1 / rows['native-fast']['cpu_vs_opencv_fast']:.1f}x less CPU than "
+                     "OpenCV's (fast)")
     if "shared" in sections:
         parts.append(f"sharing the features {sections['shared']['speedup']:.0f}x faster than R-CNN's way")
     if "roipool" in sections and "timings" in sections["roipool"]:
@@ -1049,7 +1179,8 @@ def plot_stages(result: Mapping[str, Any], path: str | os.PathLike) -> None:
                         va="center", fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
 
-    labels = [STAGE_LABELS[s].format(n=n) for s in STAGES]
+    names = {**STAGE_LABELS, **(ONNX_STAGE_LABELS if stages.get("runtime") == "ONNX Runtime" else {})}
+    labels = [names[s].format(n=n) for s in STAGES]
     colors = ["#c0504d", "#9bbb59", "#4f81bd", "#f79646", "#8064a2"]
     bars(axes[0], labels, [stages["stages"][s] for s in STAGES], colors)
     model = setup["model"]["backbone"]["name"]

@@ -13,7 +13,8 @@ For one image:
    box regression. Proposals that round to the same feature cells (stride 16) are pooled once
    (``dedup``, the original's ``DEDUP_BOXES``);
 5. post-processing: decode the offsets, clip to the image, per class drop scores under ``score_threshold``,
-   NMS at ``nms`` IoU (torchvision's batched NMS, with the +1-pixel areas of :mod:`fastrcnn_cli.boxes`),
+   NMS at ``nms`` IoU (torchvision's batched NMS, :mod:`fastrcnn_cli.nms`, with the +1-pixel areas of
+   :mod:`fastrcnn_cli.boxes`),
    keep the ``max_detections`` best over all classes. NMS runs on the candidates in decreasing score order,
    a prefix at a time, until ``max_detections`` survive: exactly the same result as one run over all of them
    (greedy NMS decides each box from higher-scored boxes only), much faster at the evaluation floor of 0.001.
@@ -34,6 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -57,21 +59,21 @@ class DetectSettings:
     dedup: bool = True
 
     def __post_init__(self) -> None:
-        from fastrcnn_cli.errors import InputError
+        from fastrcnn_cli.errors import SettingsError
 
-        problems = []
+        problems = []  # (field, message): the command line names its own flag for each field
         if not self.scales or any(int(s) < 32 for s in self.scales):
-            problems.append(f"--scale must be at least 32 pixels (got {', '.join(str(s) for s in self.scales) or 'none'})")
+            problems.append(("scales", f"must be at least 32 pixels (got {', '.join(str(s) for s in self.scales) or 'none'})"))
         if self.max_size < 32:
-            problems.append(f"--max-size must be at least 32 pixels (got {self.max_size})")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            problems.append(f"--conf must be in [0, 1] (got {self.score_threshold:g})")
+            problems.append(("max_size", f"must be at least 32 pixels (got {self.max_size})"))
+        if not 0.0 <= self.score_threshold <= 1.0:  # also refuses NaN
+            problems.append(("score_threshold", f"must be in [0, 1] (got {self.score_threshold:g})"))
         if not 0.0 < self.nms <= 1.0:
-            problems.append(f"--nms must be in (0, 1] (got {self.nms:g}; 1 keeps everything but exact duplicates)")
+            problems.append(("nms", f"must be in (0, 1] (got {self.nms:g}; 1 keeps everything but exact duplicates)"))
         if self.max_detections < 1:
-            problems.append(f"--max-det must be at least 1 (got {self.max_detections})")
+            problems.append(("max_detections", f"must be at least 1 (got {self.max_detections})"))
         if problems:
-            raise InputError("; ".join(problems))
+            raise SettingsError(*problems[0], *problems[1:])
 
     @classmethod
     def for_checkpoint(cls, meta: object, scales: Sequence[int] | None = None, max_size: int | None = None, **kw: object) -> DetectSettings:
@@ -80,7 +82,7 @@ class DetectSettings:
         meta_scales = tuple(getattr(meta, "scales", ()) or (600,))
         return cls(
             scales=tuple(int(s) for s in scales) if scales else (int(meta_scales[0]),),
-            max_size=int(max_size) if max_size else int(getattr(meta, "max_size", 1000) or 1000),
+            max_size=int(max_size) if max_size is not None else int(getattr(meta, "max_size", 1000) or 1000),
             **kw,  # type: ignore[arg-type]
         )
 
@@ -146,12 +148,29 @@ def _map_to_scales(boxes: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     return np.abs(areas - 224 * 224).argmin(axis=1)
 
 
+class NetworkBackend(Protocol):
+    """A network the Detector can run instead of a PyTorch :class:`FastRCNN` (e.g.
+    :class:`fastrcnn_cli.onnx_backend.OnnxNetwork`): the steps between the proposals and the post-processing."""
+
+    config: Any  #: the :class:`~fastrcnn_cli.model.fast_rcnn.ModelConfig` (classes, head)
+    runtime: str  #: its name for people, e.g. "ONNX Runtime"
+
+    def scores_and_boxes(
+        self, image: np.ndarray, proposals: np.ndarray, settings: DetectSettings, times: StageTimes
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`Detector.scores_and_boxes`: probabilities [P, K+1] and clipped boxes [P, 4(K+1)] (CPU)."""
+        ...
+
+
 class Detector:
-    """A model plus test settings; :meth:`detect` runs the whole procedure on one image."""
+    """A model plus test settings; :meth:`detect` runs the whole procedure on one image.
+
+    ``model`` is a PyTorch :class:`FastRCNN` or a :class:`NetworkBackend` (an ONNX Runtime session); proposals,
+    post-processing and timing are the same code for both."""
 
     def __init__(
         self,
-        model: FastRCNN,
+        model: FastRCNN | NetworkBackend,
         settings: DetectSettings | None = None,
         device: torch.device | str = "cpu",
         proposal_settings: object | None = None,
@@ -159,12 +178,14 @@ class Detector:
     ) -> None:
         """``normalised_deltas``: the model's regressor still predicts normalised offsets (a model in training,
         before :func:`fastrcnn_cli.box_coding.fold_normalisation`); saved models never do."""
-        self.model = model.eval().to(device)
+        self.backend: NetworkBackend | None = None if isinstance(model, torch.nn.Module) else model
+        self.model = model.eval().to(device) if self.backend is None else model  # type: ignore[union-attr]
         self.normalised_deltas = normalised_deltas
-        # build/load the native RoI pooling operator now, so no timed detection pays for it
-        from fastrcnn_cli.ops._extension import native_available
+        if self.backend is None:
+            # build/load the native RoI pooling operator now, so no timed detection pays for it
+            from fastrcnn_cli.ops._extension import native_available
 
-        native_available(torch.device(device).type)
+            native_available(torch.device(device).type)
         self.settings = settings or DetectSettings()
         self.device = torch.device(device)
         self.proposal_settings = proposal_settings
@@ -196,6 +217,8 @@ class Detector:
         self, image: np.ndarray, proposals: np.ndarray, times: StageTimes
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities [P, K+1] and regressed boxes [P, 4(K+1)] (original pixels, clipped) per proposal."""
+        if self.backend is not None:
+            return self.backend.scores_and_boxes(image, proposals, self.settings, times)
         s = self.settings
         height, width = image.shape[:2]
         t = time.perf_counter()
@@ -255,7 +278,7 @@ class Detector:
         of them as soon as ``max_detections`` boxes survive. With the evaluation floor (0.001) an image can
         have tens of thousands of candidates; the first prefix (1000) is almost always enough.
         """
-        from torchvision.ops import batched_nms
+        from fastrcnn_cli.nms import batched_nms  # torchvision's results; never imports torchvision
 
         s = self.settings
         threshold = s.score_threshold if score_threshold is None else score_threshold
@@ -321,9 +344,9 @@ def sanitise_proposals(proposals: np.ndarray, width: int, height: int) -> np.nda
     return np.ascontiguousarray(boxes[ok])
 
 
-def proposal_settings_from_meta(meta: object, top: int | None = None) -> object:
+def proposal_settings_from_meta(meta: object, top: int | None = None, proposer: str | None = None) -> object:
     """The Selective Search settings a checkpoint was trained with (``meta.proposals``; the defaults when the
-    checkpoint records none), with ``top`` overridden when given."""
+    checkpoint records none), with ``top`` and ``proposer`` ("opencv" or "native") overridden when given."""
     import dataclasses
 
     from fastrcnn_cli.errors import CheckpointError, InputError
@@ -336,6 +359,8 @@ def proposal_settings_from_meta(meta: object, top: int | None = None) -> object:
         raise CheckpointError(f"its proposal settings {recorded} are not usable here ({exc})", getattr(meta, "path", None)) from None
     if top is not None:
         settings = dataclasses.replace(settings, top=int(top))
+    if proposer is not None:
+        settings = dataclasses.replace(settings, proposer=str(proposer))
     return settings
 
 
@@ -372,7 +397,10 @@ def read_proposal_file(path: str | Path, image_size: tuple[int, int] | None = No
         raise InputError(f"not a readable .npy file ({type(exc).__name__}: {exc})", path) from None
     if boxes.dtype.kind not in "iuf" or boxes.ndim != 2 or boxes.shape[1] != 4:
         raise InputError(f"proposals must be a [P, 4] array of x1, y1, x2, y2 (got {boxes.dtype} {tuple(boxes.shape)})", path)
-    return boxes.astype(np.float32)
+    from fastrcnn_cli.proposals.matlab import check_and_clean
+
+    # the same rules as a .mat file: NaN refused, a few boxes outside clipped, many refused
+    return check_and_clean(boxes, image_size, None, "the boxes", path)
 
 
 def find_proposal_file(folder: Path, image_path: Path) -> Path | None:
@@ -438,8 +466,10 @@ def detect_dataset(
     total = StageTimes()
     results: list[Detections] = []
     missing: list[str] = []
-    was_training = detector.model.training
-    detector.model.eval()
+    torch_model = detector.model if detector.backend is None else None
+    was_training = torch_model is not None and torch_model.training
+    if torch_model is not None:
+        torch_model.eval()
     try:
         for record in track(records, description):
             boxes = proposals.get(record.id)
@@ -453,7 +483,8 @@ def detect_dataset(
             for name in ("proposals", "preprocess", "backbone", "head", "postprocess"):
                 setattr(total, name, getattr(total, name) + getattr(result.times, name))
     finally:
-        detector.model.train(was_training)
+        if torch_model is not None:
+            torch_model.train(was_training)
     if missing:
         from fastrcnn_cli.console import warn
 

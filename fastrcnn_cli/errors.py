@@ -6,6 +6,7 @@ and exits with their code. Anything else that escapes is a bug and exits with co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 
 
@@ -35,6 +36,28 @@ class InputError(FastRCNNError):
 
 class CheckpointError(InputError):
     """A weights file is not a fastrcnn checkpoint, or does not fit the task."""
+
+
+class OutputError(InputError):
+    """An output cannot be written where asked: it would overwrite an input, the folder is read-only or
+    missing, the disk is full. ``path`` names the output; nothing is left half-written."""
+
+
+class SettingsError(FastRCNNError):
+    """Settings of the core with values outside their allowed ranges (a usage error).
+
+    Each problem is (field, message) with the core's name of the field (``score_threshold``, ``iterations``);
+    the command line renders them with its flags instead (:meth:`render`), so the user reads the option typed.
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, field: str, message: str, *more: tuple[str, str]) -> None:
+        self.problems: list[tuple[str, str]] = [(field, message), *more]
+        super().__init__(self.render(str))
+
+    def render(self, name: Callable[[str], str]) -> str:
+        return "; ".join(f"{name(f)}: {m}" for f, m in self.problems)
 
 
 class DatasetError(FastRCNNError):

@@ -11,41 +11,20 @@ from typing import IO, Any
 
 import numpy as np
 
-from fastrcnn_cli.errors import InputError
+from fastrcnn_cli.errors import InputError, OutputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as an 8-bit BGR array [H, W, 3] (grayscale and RGBA are converted).
+    """Read an image as a person sees it: upright (EXIF orientation applied), 8-bit BGR [H, W, 3], whatever its
+    bit depth, channels or colour model (:mod:`fastrcnn_cli.imagefile` has the rules).
 
-    Raises :class:`InputError` naming the file when it is missing, unreadable or empty.
+    Raises :class:`InputError` naming the file when it is missing, unreadable, empty or cannot be shown.
     """
-    import cv2
+    from fastrcnn_cli.imagefile import read_image as read_upright
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path)
-    if path.is_dir():
-        raise InputError("is a folder, not an image", path)
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise InputError("the file is empty", path)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise InputError("not a readable image (corrupt, or a format OpenCV cannot decode)", path)
-    if image.dtype != np.uint8:
-        # 16-bit PNG/TIFF: scale to 8 bits
-        image = (image.astype(np.float64) * (255.0 / max(float(np.iinfo(image.dtype).max), 1.0))).astype(np.uint8)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.shape[2] == 1:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise InputError("the image has no pixels", path)
-    return np.ascontiguousarray(image)
+    return read_upright(path)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -69,11 +48,17 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
 
-    A crash or Ctrl-C at any moment leaves either the old file or the new one, never a partial file.
+    A crash or Ctrl-C at any moment leaves either the old file or the new one, never a partial file. A write
+    that fails for the file system (disk full, read-only folder, permissions) removes the temporary file,
+    leaves any previous ``path`` untouched and raises :class:`OutputError` naming ``path`` and the reason.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the temporary name stays within NAME_MAX whatever the length of path.name
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write here ({os_reason(exc)})", path) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -81,12 +66,49 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
-        raise
+        cause = _os_error_in(exc) if isinstance(exc, Exception) else None
+        if cause is None:
+            raise
+        kept = "; the previous file is unchanged" if path.exists() else "; nothing was written"
+        raise OutputError(f"cannot write ({os_reason(cause)}){kept}", path) from None
+    _fsync_folder(path.parent)
+
+
+def os_reason(exc: OSError) -> str:
+    """'No space left on device', 'Read-only file system', ...: the system's words for a failed write."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (itself, or what it was raised from: torch.save wraps a failed write in a
+    RuntimeError), or None when the failure was not the file system's."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (best effort: some file systems refuse fsync on a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_umask() -> int:

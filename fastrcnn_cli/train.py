@@ -41,13 +41,16 @@ import torch.distributed as dist
 
 from fastrcnn_cli import box_coding
 from fastrcnn_cli.boxes import hflip
-from fastrcnn_cli.console import err, info, progress_enabled, warn
-from fastrcnn_cli.data.voc import ImageRecord, VOCDataset, load_dataset
+from fastrcnn_cli.console import err, info, warn
+from fastrcnn_cli.data.advice import training_advice
+from fastrcnn_cli.data.holdout import hold_out
+from fastrcnn_cli.data.voc import ImageRecord, VOCDataset, available_splits, load_dataset, read_split_ids
 from fastrcnn_cli.devices import resolve_device
 from fastrcnn_cli.errors import DivergedError, ExitCode, FastRCNNError, InputError
 from fastrcnn_cli.io import atomic_write_json, atomic_write_text, read_image
 from fastrcnn_cli.loss import fast_rcnn_loss
 from fastrcnn_cli.model.backbones import BackboneSpec
+from fastrcnn_cli.monitor import RunMonitor, prior_loss
 from fastrcnn_cli.model.checkpoint import Checkpoint, read_checkpoint_file, save_checkpoint
 from fastrcnn_cli.model.fast_rcnn import (
     DEFAULT_HEADS,
@@ -60,6 +63,7 @@ from fastrcnn_cli.model.fast_rcnn import (
     resize_image,
     scale_factor,
 )
+from fastrcnn_cli.recipes import RECIPES, recipe_for
 from fastrcnn_cli.sampling import SamplingSettings, sample_rois, unique_rois
 
 
@@ -67,13 +71,26 @@ class Interrupted(FastRCNNError):
     exit_code = ExitCode.INTERRUPTED
 
 
+#: ``eval_split`` values with a meaning of their own
+EVAL_AUTO, EVAL_NONE = "auto", "none"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """Every number of the training procedure; the defaults are the paper's (VGG16 on VOC 2007)."""
+    """Every number of the training procedure.
+
+    Fields left ``None`` come from the recipe (:mod:`fastrcnn_cli.recipes`: ``paper`` for vgg16,
+    ``small-data`` for efficientnet-lite0) when the run starts (:meth:`resolved`); ``args.json`` records the
+    resolved values, so a resumed run needs no recipe.
+    """
 
     data: str
     split: str = "trainval"
-    eval_split: str | None = "test"  #: held-out split for periodic evaluation; None: no evaluation
+    #: validation for periodic evaluation and best.pt: "auto" (val, else a held-out part of ``split``; see
+    #: :mod:`fastrcnn_cli.data.holdout`), a split name, or "none"
+    eval_split: str = EVAL_AUTO
+    holdout_fraction: float = 0.12  #: share of ``split`` held out for validation when there is no val split
+    recipe: str | None = None  #: paper or small-data (None: the backbone's default)
     classes: tuple[str, ...] | None = None
     strict: bool = False
     # the network
@@ -92,21 +109,26 @@ class TrainSettings:
     bg_iou_low: float = 0.1
     bg_iou_high: float = 0.5
     flip: bool = True
-    scales: tuple[int, ...] = (600,)
-    max_size: int = 1000
+    scales: tuple[int, ...] | None = None  #: shorter side per training image, drawn at random when several
+    max_size: int | None = None
     test_scale: int | None = None  #: evaluation / detection scale (default: the only scale, or 600 for several)
+    photometric: float | None = None  #: brightness / contrast / saturation jitter strength (0: none)
     # the solver
-    lr: float = 0.001
+    lr: float | None = None
     momentum: float = 0.9
-    weight_decay: float = 0.0005
+    weight_decay: float | None = None
     bias_lr_factor: float = 2.0
-    lr_steps: tuple[int, ...] = (30000,)
+    lr_steps: tuple[int, ...] | None = None  #: iterations where lr is multiplied by gamma (default: the recipe's fractions)
     gamma: float = 0.1
-    iterations: int = 40000
-    warmup_iterations: int = 0  #: linear warm-up from lr / 10 (0: none, as in the paper)
+    iterations: int | None = None  #: total iterations (default: the recipe's, or its epochs)
+    epochs: float | None = None  #: schedule length in epochs (an epoch: every training image and its mirror)
+    time_budget: float | None = None  #: minutes: fit iterations to this from the measured speed
+    warmup_iterations: int | None = None  #: linear warm-up from lr / 10 (0: none, as in the paper)
     box_loss_weight: float = 1.0
+    backbone_lr_factor: float | None = None  #: learning-rate multiplier of the backbone's trained layers
+    clip_grad_norm: float | None = None  #: clip the global gradient norm to this (inf: no clipping, as in the paper)
     # bookkeeping
-    eval_every: int = 0  #: iterations between evaluations (0: only at the end)
+    eval_every: int | None = None  #: iterations between evaluations (0: only at the end; default: 4 per run)
     checkpoint_every: int = 1000
     log_every: int = 20
     seed: int = 0
@@ -120,6 +142,7 @@ class TrainSettings:
     proposal_top: int = 2000
     proposal_cache: str | None = None
     workers: int | None = None
+    proposal_proposer: str = "opencv"  #: "opencv" | "native" (fastrcnn_cli.proposals.native)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,7 +157,40 @@ class TrainSettings:
             if isinstance(v, list):
                 v = tuple(v)
             values[k] = v
+        if "recipe" not in data:  # a run folder from before recipes: what it trained with had none of them
+            values.update(backbone_lr_factor=1.0, clip_grad_norm=math.inf, photometric=0.0)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.eval_split is None:  # run folders before "auto" wrote null for no evaluation
+            object.__setattr__(self, "eval_split", EVAL_NONE)
+
+    def resolved(self, num_train_images: int) -> TrainSettings:
+        """Every ``None`` filled from the recipe, and the schedule fitted to ``num_train_images``.
+
+        Scales, maximum size and test scale come from the recipe only as a group (a user's ``--scale 600``
+        is not tested at the recipe's 480); learning-rate steps given as the recipe's fractions of the
+        schedule follow a user's ``iterations``.
+        """
+        recipe = recipe_for(self.recipe, self.backbone)
+        values = {k: v for k, v in recipe.overrides().items() if getattr(self, k) is None}
+        if self.scales is not None:  # the user's scales: test at them, not at the recipe's test scale
+            values.pop("test_scale", None)
+            if self.max_size is None:
+                values["max_size"] = max(recipe.max_size, max(self.scales))
+        values["recipe"] = recipe.name
+        entries = num_train_images * (2 if self.flip else 1)
+        if self.iterations is None:
+            if self.epochs is not None:
+                values["iterations"] = max(1, math.ceil(self.epochs * entries / self.images_per_batch))
+            else:
+                values["iterations"] = recipe.schedule(entries, self.images_per_batch)
+        iterations = values.get("iterations", self.iterations)
+        if self.lr_steps is None:
+            values["lr_steps"] = tuple(int(round(f * iterations)) for f in recipe.step_fractions)
+        if self.eval_every is None:
+            values["eval_every"] = max(1, math.ceil(iterations / recipe.evaluations))
+        return dataclasses.replace(self, **values)
 
     @property
     def resolved_test_scale(self) -> int:
@@ -151,7 +207,9 @@ class TrainSettings:
     def proposal_settings(self):
         from fastrcnn_cli.proposals import ProposalSettings
 
-        return ProposalSettings(mode=self.proposal_mode, max_side=self.proposal_max_side, top=self.proposal_top)
+        return ProposalSettings(
+            mode=self.proposal_mode, max_side=self.proposal_max_side, top=self.proposal_top, proposer=self.proposal_proposer
+        )
 
     def model_config(self, classes: Sequence[str]) -> ModelConfig:
         default = DEFAULT_HEADS[self.backbone]
@@ -164,23 +222,41 @@ class TrainSettings:
         return ModelConfig(backbone=spec, classes=tuple(classes), head=head)
 
     def validate(self) -> None:
+        """Check every value (``None``: from the recipe, checked once resolved); errors name the fields."""
         problems = []
-        if self.images_per_batch < 1:
-            problems.append("--images-per-batch must be at least 1")
-        if self.rois_per_image < 1:
-            problems.append("--rois-per-image must be at least 1")
-        if not 0 < self.fg_fraction <= 1:
-            problems.append("--fg-fraction must be in (0, 1]")
-        if not 0 <= self.bg_iou_low <= self.bg_iou_high <= self.fg_iou <= 1:
-            problems.append("need 0 <= --bg-iou-low <= --bg-iou-high <= --fg-iou <= 1")
-        if self.iterations < 1:
-            problems.append("--iterations must be at least 1")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            problems.append("--lr must be a positive number")
-        if any(s < 32 for s in self.scales) or self.max_size < max(self.scales):
-            problems.append("--scale values must be >= 32 and --max-size at least the largest scale")
-        if self.backbone not in DEFAULT_HEADS:
-            problems.append(f"unknown backbone {self.backbone!r}; choose one of {', '.join(DEFAULT_HEADS)}")
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        def finite(v: float | None) -> bool:
+            return v is None or math.isfinite(v)
+
+        need(self.images_per_batch >= 1, "images_per_batch must be at least 1")
+        need(self.rois_per_image >= 1, "rois_per_image must be at least 1")
+        need(0 < self.fg_fraction <= 1, "fg_fraction must be in (0, 1]")
+        need(0 <= self.bg_iou_low <= self.bg_iou_high <= self.fg_iou <= 1,
+             "need 0 <= bg_iou_low <= bg_iou_high <= fg_iou <= 1")
+        need(0 < self.holdout_fraction < 1, "holdout_fraction must be in (0, 1)")
+        need(self.iterations is None or self.iterations >= 1, "iterations must be at least 1")
+        need(self.epochs is None or (finite(self.epochs) and self.epochs > 0), "epochs must be a positive number")
+        need(self.time_budget is None or (finite(self.time_budget) and self.time_budget > 0),
+             "time_budget must be a positive number of minutes")
+        need(self.lr is None or (finite(self.lr) and self.lr > 0), "lr must be a positive number")
+        need(self.weight_decay is None or (finite(self.weight_decay) and self.weight_decay >= 0),
+             "weight_decay must be >= 0")
+        need(self.backbone_lr_factor is None or (finite(self.backbone_lr_factor) and self.backbone_lr_factor >= 0),
+             "backbone_lr_factor must be >= 0")
+        need(self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm must be > 0 (inf: no clipping)")
+        need(self.photometric is None or (finite(self.photometric) and 0 <= self.photometric < 1),
+             "photometric must be in [0, 1)")
+        need(self.warmup_iterations is None or self.warmup_iterations >= 0, "warmup_iterations must be >= 0")
+        if self.scales is not None:
+            need(bool(self.scales) and all(v >= 32 for v in self.scales), "scales must be >= 32")
+            need(self.max_size is None or not self.scales or self.max_size >= max(self.scales),
+                 "max_size must be at least the largest scale")
+        need(self.recipe is None or self.recipe in RECIPES, f"recipe must be one of {', '.join(RECIPES)}")
+        need(self.backbone in DEFAULT_HEADS, f"unknown backbone {self.backbone!r}; choose one of {', '.join(DEFAULT_HEADS)}")
         if problems:
             raise InputError("; ".join(problems))
 
@@ -222,6 +298,17 @@ class TrainImage:
     targets: torch.Tensor  #: [R, 4] normalised offsets
 
 
+def photometric_jitter(image: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
+    """Scale a BGR uint8 image's brightness, then its contrast (about the mean), then its saturation (about
+    each pixel's grey value) by the three ``factors``."""
+    brightness, contrast, saturation = factors
+    x = image.astype(np.float32) * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    grey = x @ np.array([0.114, 0.587, 0.299], np.float32)  # BGR luma weights
+    x = (x - grey[..., None]) * saturation + grey[..., None]
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
 def load_train_image(
     record: ImageRecord,
     flipped: bool,
@@ -231,8 +318,11 @@ def load_train_image(
     preprocessing,
     spatial_scale: float,
     generator: torch.Generator,
+    jitter: tuple[float, float, float] | None = None,
 ) -> TrainImage:
     image = read_image(record.image_path)
+    if jitter is not None:
+        image = photometric_jitter(image, jitter)
     height, width = image.shape[:2]
     gt = record.boxes.astype(np.float32)
     props = np.asarray(proposals, np.float32).reshape(-1, 4)
@@ -268,19 +358,35 @@ def usable_records(records: Sequence[ImageRecord], proposals: dict[str, np.ndarr
 
 
 def make_optimizer(model: FastRCNN, s: TrainSettings) -> torch.optim.SGD:
-    weights, biases = [], []
+    """SGD with four parameter groups: (backbone, head) x (weights, biases).
+
+    Biases get ``bias_lr_factor`` times the rate and no weight decay (the original's Caffe solver); the
+    backbone's layers get ``backbone_lr_factor`` times the rate on top.
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (biases if name.endswith(".bias") else weights).append(p)
-    return torch.optim.SGD(
-        [
-            {"params": weights, "lr_factor": 1.0, "weight_decay": s.weight_decay},
-            {"params": biases, "lr_factor": s.bias_lr_factor, "weight_decay": 0.0},
-        ],
-        lr=s.lr,
-        momentum=s.momentum,
-    )
+        if p.requires_grad:
+            groups.setdefault((name.startswith("backbone."), name.endswith(".bias")), []).append(p)
+    param_groups = []
+    for (in_backbone, is_bias), params in sorted(groups.items()):
+        factor = (s.bias_lr_factor if is_bias else 1.0) * (s.backbone_lr_factor if in_backbone else 1.0)
+        param_groups.append(
+            {"params": params, "lr_factor": factor, "weight_decay": 0.0 if is_bias else s.weight_decay}
+        )
+    return torch.optim.SGD(param_groups, lr=s.lr, momentum=s.momentum)
+
+
+def gradient_norms(model: FastRCNN) -> tuple[float, float]:
+    """The L2 norms of the gradient of the backbone's and of the head's trained parameters."""
+    backbone, head = [], []
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            (backbone if name.startswith("backbone.") else head).append(p.grad.detach())
+
+    def norm(grads: list[torch.Tensor]) -> float:
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+
+    return norm(backbone), norm(head)
 
 
 def learning_rate(s: TrainSettings, iteration: int) -> float:
@@ -297,8 +403,8 @@ def learning_rate(s: TrainSettings, iteration: int) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 
 METRIC_FIELDS = [
-    "iteration", "epoch", "loss", "loss_cls", "loss_loc", "lr", "fg_fraction", "images_per_s", "elapsed_s",
-    "map_voc07", "map_area",
+    "iteration", "epoch", "loss", "loss_cls", "loss_loc", "prior_loss", "lr", "fg_fraction", "grad_norm", "grad_norm_backbone",
+    "grad_norm_head", "fc6_active", "fc7_active", "images_per_s", "elapsed_s", "map_voc07", "map_area", "warning",
 ]  # fmt: skip
 
 
@@ -335,7 +441,7 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def plot_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """loss.png and map.png from the metrics rows."""
+    """loss.png, health.png (gradient norms, live head units) and map.png from the metrics rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -354,6 +460,8 @@ def plot_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     for name, label in (("loss", "total"), ("loss_cls", "classification"), ("loss_loc", "box regression")):
         xs, ys = col(name)
         ax.plot(xs, ys, label=label)
+    xs, ys = col("prior_loss")
+    ax.plot(xs, ys, linestyle="--", color="grey", label="knows nothing (prior loss)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title("Fast R-CNN multi-task loss")
@@ -361,6 +469,27 @@ def plot_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     ax.legend()
     fig.tight_layout()
     _save_figure(fig, run_dir / "loss.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, label in (("grad_norm", "gradient norm"), ("grad_norm_backbone", "backbone"), ("grad_norm_head", "head")):
+        xs, ys = col(name)
+        ax.plot(xs, ys, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("gradient norm (before clipping)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    for name, label, style in (("fc6_active", "fc6 units alive", ":"), ("fc7_active", "fc7 units alive", "-.")):
+        xs, ys = col(name)
+        right.plot(xs, ys, linestyle=style, color="black", label=label)
+    right.set_ylim(0, 1.05)
+    right.set_ylabel("share of head units alive")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower left")
+    ax.set_title("training health")
+    fig.tight_layout()
+    _save_figure(fig, run_dir / "health.png")
     plt.close(fig)
 
     xs, ys = col("map_voc07")
@@ -456,22 +585,20 @@ class Trainer:
 
         self.train_set: VOCDataset = load_dataset(s.data, s.split, s.classes, strict=s.strict, warn=self.dist.is_main)
         self.classes = self.train_set.classes
-        self.eval_set: VOCDataset | None = None
-        if s.eval_split:
-            try:
-                self.eval_set = load_dataset(s.data, s.eval_split, self.classes, strict=s.strict, warn=self.dist.is_main)
-            except InputError as exc:
-                if "no split named" not in str(exc):
-                    raise
-                if self.dist.is_main:
-                    warn(f"no evaluation: {exc}")
+        self.eval_set, train_records, self.validation = self._validation_split()
 
         self.proposal_settings = s.proposal_settings()
         self.train_props, self.eval_props = self._proposals()
-        records = usable_records(self.train_set.records, self.train_props)
+        records = usable_records(train_records, self.train_props)
         if not records:
             raise InputError(f"split {s.split!r} has no image with a box or a proposal to train on", self.train_set.root)
         self.records = records
+        # the recipe's values for what the user left unset, the schedule fitted to this data set
+        self.settings = s = s.resolved(len(records))
+        s.validate()
+        if self.dist.is_main and resume is None:
+            for note in training_advice(records, self.classes, self.train_props, s.resolved_test_scale):
+                warn(note)
 
         torch.manual_seed(s.seed + self.dist.rank)
         self.model = build_model(
@@ -500,6 +627,53 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------------------------------
 
+    def _epochs(self, iterations: int) -> float:
+        """``iterations`` in epochs of this run's training images (and their mirror images)."""
+        entries = len(self.records) * (2 if self.settings.flip else 1)
+        return iterations * self.settings.images_per_batch * self.dist.world_size / max(entries, 1)
+
+    def _validation_split(self) -> tuple[VOCDataset | None, list[ImageRecord], str]:
+        """(validation set or None, training images, how the validation set was chosen); see
+        :mod:`fastrcnn_cli.data.holdout`."""
+        s, train = self.settings, self.train_set
+        main = self.dist.is_main
+        name = s.eval_split
+        if name.lower() == EVAL_NONE:
+            return None, list(train.records), "none"
+        if name == EVAL_AUTO:
+            if s.split != "val" and "val" in available_splits(train.root) and read_split_ids(train.root, "val"):
+                name = "val"
+            else:
+                kept, held = hold_out(train.records, len(self.classes), s.holdout_fraction)
+                if not held:
+                    if main:
+                        warn(f"{len(train.records)} training images are too few to hold any out: no validation")
+                    return None, kept, "none"
+                how = (f"{len(held)} images held out of {s.split!r} ({s.holdout_fraction:.0%}, the same ones in "
+                       f"every run); training on the other {len(kept)}")
+                if main:
+                    info(f"validation: {how} (the data set has no 'val' split)")
+                return VOCDataset(train.root, f"{s.split}-holdout", self.classes, held), kept, how
+        elif name.lower() == "test" and main:
+            warn("validating on the test split: picking best.pt (and any setting) by test results inflates them; "
+                 "leave --eval-split unset to validate on 'val' or a held-out part of the training split")
+        try:
+            eval_set = load_dataset(train.root, name, self.classes, strict=s.strict, warn=main)
+        except InputError as exc:
+            if "no split named" not in str(exc):
+                raise
+            if main:
+                warn(f"no evaluation: {exc}")
+            return None, list(train.records), "none"
+        held_ids = set(eval_set.ids)
+        kept = [r for r in train.records if r.id not in held_ids]
+        how = f"split {name!r} ({len(eval_set)} images)"
+        if len(kept) < len(train.records):
+            how += f"; its {len(train.records) - len(kept)} images in {s.split!r} are left out of training"
+        if main:
+            info(f"validation: {how}")
+        return eval_set, kept, how
+
     def _proposals(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         from fastrcnn_cli.proposals import load_or_compute_proposals
 
@@ -526,6 +700,7 @@ class Trainer:
                 "data": str(self.train_set.root),
                 "split": s.split,
                 "eval_split": s.eval_split,
+                "validation": self.validation,
                 "iterations": self.iteration,
                 "seconds": round(self.elapsed, 1),
                 "best_map": self.best_map,
@@ -610,9 +785,12 @@ class Trainer:
         for b, (index, flipped) in enumerate(entries):
             record = self.records[int(index)]
             scale = int(s.scales[int(self.np_rng.integers(len(s.scales)))]) if len(s.scales) > 1 else s.scales[0]
+            jitter = None
+            if s.photometric:
+                jitter = tuple(float(f) for f in self.np_rng.uniform(1 - s.photometric, 1 + s.photometric, 3))
             item = load_train_image(
                 record, bool(flipped), scale, s, self.train_props.get(record.id, np.zeros((0, 4))),
-                self.model.preprocessing, self.model.spatial_scale, self.sample_gen,
+                self.model.preprocessing, self.model.spatial_scale, self.sample_gen, jitter,
             )
             images.append(item.image)
             rois.append(torch.cat([torch.full((len(item.rois), 1), float(b)), item.rois], dim=1))
@@ -642,15 +820,26 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss.total).backward()
+        self.scaler.unscale_(self.optimizer)  # true gradients for the norms and the clipping (a no-op without amp)
+        grad_backbone, grad_head = gradient_norms(self.model)
+        if s.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.iteration += 1
+        fc6_active, fc7_active = self.model.head_activity
         return {
             "loss": float(loss.total.detach()),
             "loss_cls": float(loss.classification.detach()),
             "loss_loc": float(loss.localisation.detach()),
             "lr": lr,
             "fg_fraction": float((labels > 0).float().mean()) if len(labels) else 0.0,
+            "prior_loss": prior_loss(labels, len(self.classes) + 1),
+            "grad_norm": math.hypot(grad_backbone, grad_head),
+            "grad_norm_backbone": grad_backbone,
+            "grad_norm_head": grad_head,
+            "fc6_active": fc6_active,
+            "fc7_active": fc7_active,
         }
 
     # -- evaluation and checkpoints ---------------------------------------------------------------------------
@@ -688,12 +877,23 @@ class Trainer:
         if main:
             assert self.run_dir is not None
             atomic_write_json(self.run_dir / "args.json", s.to_dict())
+            ids = "\n".join(self.eval_set.ids) + "\n" if self.eval_set is not None else ""
+            atomic_write_text(self.run_dir / "validation.txt", f"# {self.validation}\n{ids}")
             info(
                 f"training {s.backbone} on {len(self.records)} images of {self.train_set.root.name}/{s.split} "
                 f"({len(self.classes)} classes) on {self.device}"
                 + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
                 + f"; run folder {self.run_dir}"
             )
+            info(
+                f"recipe {s.recipe}: {s.iterations} iterations ({self._epochs(s.iterations):.1f} epochs"
+                + (f", fitted to {s.time_budget:g} min after the first iterations" if s.time_budget else "")
+                + f"), lr {s.lr:g} x{s.gamma:g} at {', '.join(map(str, s.lr_steps)) or 'never'}, warm-up "
+                f"{s.warmup_iterations}, backbone lr x{s.backbone_lr_factor:g}, clip "
+                f"{'off' if math.isinf(s.clip_grad_norm) else f'{s.clip_grad_norm:g}'}, scales "
+                f"{'/'.join(map(str, s.scales))} (test {s.resolved_test_scale}, max {s.max_size})"
+            )
+        monitor = RunMonitor(warmup=s.warmup_iterations)
         window: list[dict[str, float]] = []
         window_images = 0
         window_start = time.perf_counter()
@@ -701,12 +901,16 @@ class Trainer:
         total_images = 0
         t_run = time.perf_counter()
         elapsed_before = self.elapsed
-        progress = _TrainProgress(s.iterations, self.iteration, enabled=main and progress_enabled())
+        progress = _TrainProgress(s.iterations, self.iteration, enabled=main)  # plain lines when stderr is not a terminal
         last_path = self.run_dir / "last.pt" if self.run_dir else None
         try:
             with progress:
+                budget = _BudgetFit(self) if s.time_budget else None
                 while self.iteration < s.iterations:
                     metrics = self.step()
+                    if budget is not None and budget.after_step():
+                        s = self.settings
+                        progress.set_total(s.iterations)
                     window.append(metrics)
                     window_images += images_per_iter
                     total_images += images_per_iter
@@ -718,23 +922,35 @@ class Trainer:
                         row = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
                         row.update(iteration=self.iteration, epoch=self.epoch, lr=metrics["lr"],
                                    images_per_s=round(ips, 3), elapsed_s=round(self.elapsed, 1))
+                        problem = monitor.check(row)
+                        if problem is not None:
+                            row["warning"] = problem[0]
+                            if main:
+                                progress.pause()
+                                warn(problem[1])
+                                progress.resume()
                         if main:
                             self.history.append(row)
                             if not progress.enabled:
                                 err.print(
                                     f"iter {self.iteration}/{s.iterations}  loss {row['loss']:.4f} "
-                                    f"(cls {row['loss_cls']:.4f}, box {row['loss_loc']:.4f})  lr {row['lr']:.2g}  "
-                                    f"{ips:.2f} img/s"
+                                    f"(cls {row['loss_cls']:.4f}, box {row['loss_loc']:.4f}, prior "
+                                    f"{row['prior_loss']:.3f})  grad {row['grad_norm']:.3g}  active "
+                                    f"{row['fc6_active']:.0%}/{row['fc7_active']:.0%}  lr {row['lr']:.2g}  {ips:.2f} img/s"
                                 )
                         window, window_images, window_start = [], 0, time.perf_counter()
                     evaluate_now = at_end or (s.eval_every and self.iteration % s.eval_every == 0)
                     if evaluate_now and self.eval_set is not None:
                         barrier(self.dist)
+                        t_eval = time.perf_counter()
                         if main:
                             progress.pause()
                             self._evaluate_and_record()
                             progress.resume()
                         barrier(self.dist)
+                        if budget is not None and budget.after_evaluation(time.perf_counter() - t_eval):
+                            s = self.settings
+                            progress.set_total(s.iterations)
                     if main and (self.iteration % s.checkpoint_every == 0 or at_end):
                         last_path = self.save("last.pt")
                         write_metrics(self.run_dir / "metrics.csv", self.history)
@@ -790,8 +1006,77 @@ class Trainer:
         atomic_write_json(self.run_dir / "eval_last.json", result.to_dict())
 
 
+class _BudgetFit:
+    """``time_budget``: the schedule (iterations, learning-rate steps, evaluation interval) fitted to the
+    minutes given, from the measured time of iterations :data:`BUDGET_TIMED` and of the first evaluation.
+
+    The budget covers the whole loop, evaluations included, less a margin for the final checkpoint. The
+    fitted values replace the settings (and ``args.json``), so a resumed run keeps them.
+    """
+
+    BUDGET_TIMED = (5, 35)  #: iterations (counted from the start of this process) that are timed
+    MARGIN = 0.95
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.start = trainer.iteration
+        self.t0: float | None = None
+        self.seconds_per_iteration: float | None = None
+        self.fits = 0
+
+    def after_step(self) -> bool:
+        done = self.trainer.iteration - self.start
+        if done == self.BUDGET_TIMED[0]:
+            self.t0 = time.perf_counter()
+        elif done == self.BUDGET_TIMED[1] and self.t0 is not None:
+            self.seconds_per_iteration = (time.perf_counter() - self.t0) / (self.BUDGET_TIMED[1] - self.BUDGET_TIMED[0])
+            # until an evaluation is timed: one image at the test scale ~ half a training iteration
+            evaluation = 0.5 * self.seconds_per_iteration * len(self.trainer.eval_set or ())
+            return self._fit(evaluation)
+        return False
+
+    def after_evaluation(self, seconds: float) -> bool:
+        if self.fits != 1 or self.seconds_per_iteration is None:
+            return False
+        return self._fit(seconds)
+
+    def _fit(self, seconds_per_evaluation: float) -> bool:
+        t = self.trainer
+        s = t.settings
+        recipe = recipe_for(s.recipe, s.backbone)
+        remaining = s.time_budget * 60 * self.MARGIN - t.elapsed
+        # evaluations still to come: every eval_every iterations, and one at the end
+        total = t.iteration
+        for _ in range(3):  # the number of evaluations depends on the total; two refinements settle it
+            evaluations = recipe.evaluations - (t.iteration * recipe.evaluations) // max(total, 1) if t.eval_set else 0
+            total = t.iteration + max(1, int((remaining - evaluations * seconds_per_evaluation) / self.seconds_per_iteration))
+        total = max(total, t.iteration + 1)
+        steps = tuple(int(round(f * total)) for f in recipe.step_fractions)
+        if any(old <= t.iteration < new or new <= t.iteration < old for old, new in zip(s.lr_steps, steps)):
+            steps = s.lr_steps  # a step already taken, or about to be skipped, stays where it was
+        eval_every = max(1, math.ceil(total / recipe.evaluations))
+        if t.dist.enabled:  # every process takes process 0's numbers
+            numbers = torch.tensor([total, eval_every], dtype=torch.long)
+            dist.broadcast(numbers, 0)
+            total, eval_every = (int(v) for v in numbers)
+            steps = tuple(int(round(f * total)) for f in recipe.step_fractions)
+        self.fits += 1
+        final = self.fits == 2 or t.eval_set is None
+        t.settings = dataclasses.replace(s, iterations=total, lr_steps=steps, eval_every=eval_every,
+                                         time_budget=None if final else s.time_budget)
+        if t.dist.is_main and t.run_dir is not None:
+            atomic_write_json(t.run_dir / "args.json", t.settings.to_dict())
+            info(f"--time-budget {s.time_budget:g} min: {self.seconds_per_iteration:.2f} s per iteration"
+                 + (f", {seconds_per_evaluation:.0f} s per evaluation" if t.eval_set is not None else "")
+                 + f" -> {total} iterations ({t._epochs(total):.1f} epochs), lr steps at "
+                 f"{', '.join(map(str, steps)) or 'none'}")
+        if final:
+            self.seconds_per_iteration = None  # nothing more to fit
+        return True
+
+
 class _TrainProgress:
-    """A Rich progress bar with loss, lr, images/s and ETA (nothing when stderr is not a terminal)."""
+    """A Rich progress bar with loss, lr, images/s and ETA (plain lines when stderr is not a terminal)."""
 
     def __init__(self, total: int, start: int, enabled: bool) -> None:
         self.enabled = enabled
@@ -818,6 +1103,11 @@ class _TrainProgress:
         if self._progress is not None:
             stats = f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2g} {ips:.2f} img/s"
             self._progress.update(self._task, completed=iteration, stats=stats)
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
 
     def pause(self) -> None:
         if self._progress is not None:

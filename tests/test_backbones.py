@@ -324,7 +324,11 @@ def test_vgg16_weights_file_problems_name_the_file(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="garbage.pth"):
         load_vgg16_state_dict(garbage)
+    whole = tmp_path / "whole.pth"
+    torch.save(nn.Sequential(nn.Conv2d(3, 8, 3)), whole)  # a pickled model: never unpickled, a conversion hint
+    with pytest.raises(InputError, match="whole.pth: holds pickled Python objects.*weights_only=False"):
+        load_vgg16_state_dict(whole)
     wrong = tmp_path / "wrong.pth"
-    torch.save(nn.Sequential(nn.Conv2d(3, 8, 3)), wrong)  # a full-model file, but not a VGG16
+    torch.save(nn.Sequential(nn.Conv2d(3, 8, 3)).state_dict(), wrong)  # a state dict, but not a VGG16
     with pytest.raises(InputError, match="wrong.pth: not a torchvision VGG16 state dict: no 'features.0.weight'"):
         load_vgg16_state_dict(wrong)

@@ -23,7 +23,7 @@ def tiny_settings(data: Path, runs: Path, **overrides) -> TrainSettings:
     base = dict(
         data=str(data),
         split="train",
-        eval_split=None,
+        eval_split="none",
         backbone="efficientnet-lite0",
         scales=(160,),
         max_size=240,
@@ -113,7 +113,8 @@ def test_epoch_order_pairs_images_of_one_orientation() -> None:
 
 
 def test_step_schedule_matches_the_paper() -> None:
-    s = TrainSettings(data="x")
+    s = TrainSettings(data="x").resolved(5011)  # vgg16: the paper's recipe, whatever the data set's size
+    assert (s.recipe, s.iterations, s.lr_steps, s.scales, s.max_size) == ("paper", 40000, (30000,), (600,), 1000)
     assert learning_rate(s, 0) == pytest.approx(0.001)
     assert learning_rate(s, 29999) == pytest.approx(0.001)
     assert learning_rate(s, 30000) == pytest.approx(0.0001)

@@ -22,26 +22,13 @@ from fastrcnn_cli.cli import evaluate as _evaluate  # noqa: F401,E402
 from fastrcnn_cli.cli import compress_svd as _compress_svd  # noqa: F401,E402
 from fastrcnn_cli.cli import benchmark as _benchmark  # noqa: F401,E402
 from fastrcnn_cli.cli import export as _export  # noqa: F401,E402
-
-
-def version_text() -> str:
-    import platform
-
-    import torch
-
-    from fastrcnn_cli import __version__
-    from fastrcnn_cli.devices import describe_device, resolve_device
-
-    cuda = f"CUDA {torch.version.cuda}, GPU available: {torch.cuda.is_available()}" if torch.version.cuda else "CPU-only build"
-    return (
-        f"fastrcnn {__version__}\n"
-        f"python {platform.python_version()}, torch {torch.__version__} ({cuda})\n"
-        f"device: {describe_device(resolve_device('auto'))}"
-    )
+from fastrcnn_cli.cli import build_ops as _build_ops  # noqa: F401,E402
 
 
 def _version_callback(value: bool) -> None:
     if value:
+        from fastrcnn_cli.versions import version_text
+
         sys.stdout.write(version_text() + "\n")
         raise typer.Exit()
 
@@ -63,3 +50,4 @@ def _root(
 def main() -> None:
     """Entry point of the ``fastrcnn`` console script."""
     app(prog_name="fastrcnn")
+

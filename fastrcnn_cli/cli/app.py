@@ -31,18 +31,35 @@ def report_error(exc: Exception) -> None:
 
         report = ValidationReport(root=exc.path or "", split="", problems=list(exc.problems))  # type: ignore[arg-type]
         report.print(limit=None)
-    err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: file names and messages may hold brackets, which are not markup
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
 
 
-def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``app.command`` that turns user errors into a message and their exit code, and Ctrl-C into 130."""
-    from fastrcnn_cli.errors import ExitCode, FastRCNNError
+def flag_for(field: str, flags: dict[str, str] | None = None) -> str:
+    """The command-line flag of a core setting: ``flags[field]``, else ``--field-name``."""
+    return (flags or {}).get(field) or "--" + field.replace("_", "-")
+
+
+def command(
+    *args: Any, flags: dict[str, str] | None = None, **kwargs: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.command`` that turns user errors into a message and their exit code, and Ctrl-C into 130.
+
+    ``flags`` maps the core's setting names to this command's flags where they differ (``score_threshold``:
+    ``--conf``), so a :class:`~fastrcnn_cli.errors.SettingsError` names the flag the user typed.
+    """
+    from fastrcnn_cli.errors import ExitCode, FastRCNNError, SettingsError
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
         def run(*a: Any, **kw: Any) -> Any:
             try:
                 return func(*a, **kw)
+            except SettingsError as exc:
+                report_error(Exception(exc.render(lambda field: flag_for(field, flags))))
+                raise typer.Exit(int(exc.exit_code)) from None
             except FastRCNNError as exc:
                 report_error(exc)
                 raise typer.Exit(int(exc.exit_code)) from None

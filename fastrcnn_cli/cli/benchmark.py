@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
+from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
 
 _WHAT, _OUT = "What to time", "Output"
 
@@ -53,6 +55,7 @@ def _parse_rank(value: str | None) -> tuple[tuple[int, int | None] | None, bool]
         "fastrcnn benchmark --sections stages,shared --proposals 2000 --threads 2",
         "fastrcnn benchmark --sections head --rank 256 --json > head.json",
         "fastrcnn benchmark --device cuda --sections roipool --roipool-case vgg16",
+        "fastrcnn benchmark --weights model.onnx   [dim]# the stages with ONNX Runtime (fastrcnn export)[/dim]",
     ),
 )
 def benchmark(
@@ -68,20 +71,20 @@ def benchmark(
     runs: Annotated[
         int | None,
         typer.Option(
-            "--runs", min=1, show_default=False,
+            "--runs", parser=ranges.count(1, 100_000), show_default=False,
             help="Timed runs of every section (default: 5 for stages, 3 for the others).",
         ),
     ] = None,
     warmup: Annotated[
         int | None,
         typer.Option(
-            "--warmup", min=0, show_default=False, help="Untimed warm-up runs before them (default: 1, none for head)."
+            "--warmup", parser=ranges.count(0, 100_000), show_default=False, help="Untimed warm-up runs before them (default: 1, none for head)."
         ),
     ] = None,
     proposals: Annotated[
         int | None,
         typer.Option(
-            "--proposals", "-p", min=1, show_default=False, rich_help_panel=_WHAT,
+            "--proposals", "-p", parser=ranges.count(1, 100_000), show_default=False, rich_help_panel=_WHAT,
             help="Selective Search proposals kept (top N; default: the checkpoint's, normally 2000, as detect). "
             "Also the number of RoIs of the shared, roipool and head sections.",
         ),
@@ -97,20 +100,20 @@ def benchmark(
     sections: Annotated[
         list[str] | None,
         typer.Option(
-            "--sections", "-s", metavar="stages,shared,roipool,head", rich_help_panel=_WHAT, show_default=False,
-            help="Which sections to run, comma-separated or repeated (default: all four).",
+            "--sections", "-s", metavar="stages,proposals,shared,roipool,head", rich_help_panel=_WHAT, show_default=False,
+            help="Which sections to run, comma-separated or repeated (default: all).",
         ),
     ] = None,
     rcnn_sample: Annotated[
         int,
         typer.Option(
-            "--rcnn-sample", min=1, rich_help_panel=_WHAT,
+            "--rcnn-sample", parser=ranges.count(1, 100_000), rich_help_panel=_WHAT,
             help="Proposals the R-CNN side of 'shared' is timed on (then scaled to all).",
         ),
     ] = 32,
     rcnn_batch: Annotated[
         int,
-        typer.Option("--rcnn-batch", min=1, rich_help_panel=_WHAT, help="Crops per backbone batch on the R-CNN side."),
+        typer.Option("--rcnn-batch", parser=ranges.count(1, 100_000), rich_help_panel=_WHAT, help="Crops per backbone batch on the R-CNN side."),
     ] = 32,
     roipool_case: Annotated[
         str,
@@ -120,8 +123,14 @@ def benchmark(
             "case) or 'model' (this model's feature map at this image's size).",
         ),
     ] = "vgg16",
+    proposer: Annotated[
+        Proposer | None,
+        typer.Option("--proposer", rich_help_panel=_WHAT, show_default=False,
+                     help=PROPOSER_HELP + " For the stages section (the proposals section times both). "
+                     "Default: as in training."),
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: all cores).")
+        int | None, typer.Option("--threads", parser=ranges.THREADS, help="CPU threads for torch (default: all cores).")
     ] = None,
     plot: Annotated[
         Path | None,
@@ -138,9 +147,11 @@ def benchmark(
 ) -> None:
     """Measure where the time of a detection goes, on this machine (default: the shipped model and example image).
 
-    Four sections, each a median with its spread over --runs runs after --warmup untimed ones (synchronised on
+    Five sections, each a median with its spread over --runs runs after --warmup untimed ones (synchronised on
     CUDA): [bold]stages[/bold] -- one `detect` call split into Selective Search, preprocessing, the backbone, RoI
     pooling + heads for all proposals, and NMS / post-processing (the same clocks `fastrcnn detect` reads);
+    [bold]proposals[/bold] -- OpenCV's Selective Search against ours (--proposer native), fast and quality: CPU time
+    and latency of one image with 1 and all threads;
     [bold]shared[/bold] -- "share the features": R-CNN's way (crop and warp every proposal to 224x224, one backbone
     pass each; timed on a sample and scaled up) against Fast R-CNN's (one backbone pass, RoI pooling) on the same
     proposals and backbone, and the speedup; [bold]roipool[/bold] -- our RoI pooling operator against torchvision's
@@ -163,19 +174,29 @@ def benchmark(
     from fastrcnn_cli.errors import InputError
 
     chosen = _parse_sections(sections)
+    if weights is not None and weights.suffix.lower() == ".onnx":  # ONNX Runtime: the stage breakdown only
+        if sections and chosen != ("stages",):
+            raise typer.BadParameter(
+                "an ONNX model is timed in the stages section only; give the checkpoint for shared, roipool and head",
+                param_hint="'--sections'",
+            )
+        chosen = ("stages",)
     ranks, fc7_none = _parse_rank(rank)
     if roipool_case not in ("model", "vgg16"):
         raise typer.BadParameter(f"{roipool_case!r}: choose model or vgg16", param_hint="'--roipool-case'")
     if plot is not None and "stages" not in chosen:
         raise typer.BadParameter("the plot shows the stages section; add stages to --sections", param_hint="'--plot'")
-    for target in (plot, csv_out):
-        if target is not None and target.is_dir():
-            raise InputError("is a folder; give a file name", target)
+    from fastrcnn_cli.outputs import check_output_file
+
+    for target, flag in ((plot, "--plot"), (csv_out, "--csv")):
+        if target is not None:  # writable and not an input, before the minutes of timing
+            check_output_file(target, flag, [weights, image, plot if flag == "--csv" else None])
     if threads:
         torch.set_num_threads(threads)
     settings = BenchmarkSettings(
         runs=runs, warmup=warmup, proposals=proposals, sections=chosen, ranks=ranks, fc7_none=fc7_none,
         rcnn_sample=rcnn_sample, rcnn_batch=rcnn_batch, roipool_case=roipool_case,
+        proposer=proposer.value if proposer else None,
     )
 
     def log(message: str) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
 
 
@@ -21,8 +22,9 @@ def _parse_rank_fc7(value: str | None) -> int | str | None:
         rank = int(text)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not an integer or 'none'", param_hint="'--rank-fc7'") from None
-    if rank < 1:
-        raise typer.BadParameter(f"{rank} is not >= 1 (use 'none' to leave fc7 as it is)", param_hint="'--rank-fc7'")
+    if not 1 <= rank <= 1_000_000:
+        raise typer.BadParameter(f"{rank} is not allowed (an integer, 1 <= x <= 1000000, or 'none' to leave fc7 as it "
+                                 "is)", param_hint="'--rank-fc7'")
     return rank
 
 
@@ -38,7 +40,7 @@ def _parse_rank_fc7(value: str | None) -> int | str | None:
 def compress_svd(
     rank: Annotated[
         int,
-        typer.Option("--rank", "-r", min=1, help="Rank t of fc6 (the paper: 1024 for VGG16's 4096 x 25088 fc6)."),
+        typer.Option("--rank", "-r", parser=ranges.count(1, 1_000_000), help="Rank t of fc6 (the paper: 1024 for VGG16's 4096 x 25088 fc6)."),
     ],
     rank_fc7: Annotated[
         str | None,
@@ -72,9 +74,9 @@ def compress_svd(
     timing: Annotated[
         bool, typer.Option("--time/--no-time", help="Time the head (fc6 + fc7) before and after on --device.")
     ] = True,
-    rois: Annotated[int, typer.Option("--rois", min=1, help="RoIs in the timed batch.")] = 2000,
-    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs of each head (after the warm-up).")] = 5,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs of each head.")] = 1,
+    rois: Annotated[int, typer.Option("--rois", parser=ranges.count(1, 1_000_000), help="RoIs in the timed batch.")] = 2000,
+    runs: Annotated[int, typer.Option("--runs", parser=ranges.count(1, 100_000), help="Timed runs of each head (after the warm-up).")] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", parser=ranges.count(0, 100_000), help="Untimed warm-up runs of each head.")] = 1,
     device: DeviceOption = "auto",
     json_: JsonOption = False,
 ) -> None:
@@ -98,6 +100,11 @@ def compress_svd(
     from fastrcnn_cli.svd import render_report, run_compress_svd
 
     rank7 = _parse_rank_fc7(rank_fc7)
+    if out is not None:  # the default output is chosen next to the weights, or here, where writing works
+        from fastrcnn_cli.model.checkpoint import resolve_weights
+        from fastrcnn_cli.outputs import check_output_file
+
+        check_output_file(out, "--out", [resolve_weights(weights)])
     dev = resolve_device(device)
     report = run_compress_svd(
         weights,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import ClassesOption, JsonOption, StrictOption, command, examples
 
 
@@ -54,14 +55,22 @@ def validate(
     epilog=examples(
         "fastrcnn make-synthetic shapes/",
         "fastrcnn make-synthetic shapes/ --train 600 --val 100 --test 200 --seed 1",
+        "fastrcnn make-synthetic shapes20/ --classes 20 --train 500 --val 100 --test 200   [dim]# shape x fill[/dim]",
     ),
 )
 def make_synthetic(
     out: Annotated[Path, typer.Argument(help="Folder to write the data set to (created).")],
-    train: Annotated[int, typer.Option(min=0, help="Images in the train split.")] = 40,
-    val: Annotated[int, typer.Option(min=0, help="Images in the val split.")] = 10,
-    test: Annotated[int, typer.Option(min=0, help="Images in the test split.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    train: Annotated[int, typer.Option(parser=ranges.count(0, 1_000_000), help="Images in the train split.")] = 40,
+    val: Annotated[int, typer.Option(parser=ranges.count(0, 1_000_000), help="Images in the val split.")] = 10,
+    test: Annotated[int, typer.Option(parser=ranges.count(0, 1_000_000), help="Images in the test split.")] = 10,
+    seed: Annotated[int, typer.Option(parser=ranges.SEED, help="Random seed; the same seed gives the same files.")] = 0,
+    num_classes: Annotated[
+        int,
+        typer.Option(
+            "--classes", parser=ranges.count(1, 20),
+            help="How many classes: up to 5 are plain shapes; 6-20 are shape x fill (solid, striped, dotted, outline).",
+        ),
+    ] = 5,
     json_: JsonOption = False,
 ) -> None:
     """Generate a VOC-format data set of coloured shapes (circle, square, triangle, star, ring) with exact boxes.
@@ -70,13 +79,18 @@ def make_synthetic(
     trainval (train + val); a classes.txt at the root fixes the class order.
     """
     from fastrcnn_cli.console import err, print_json
-    from fastrcnn_cli.data.synthetic import SyntheticSettings, make_synthetic_voc
+    from fastrcnn_cli.data.synthetic import SyntheticSettings, class_names, make_synthetic_voc
 
+    from fastrcnn_cli.outputs import check_output_folder
+
+    check_output_folder(out, "OUT")
     if out.exists() and any(out.iterdir()):
         from fastrcnn_cli.errors import InputError
 
         raise InputError("folder exists and is not empty; choose a new folder", out)
-    settings = SyntheticSettings(splits={"train": train, "val": val, "test": test}, seed=seed)
+    settings = SyntheticSettings(
+        splits={"train": train, "val": val, "test": test}, classes=class_names(num_classes), seed=seed
+    )
     root = make_synthetic_voc(out, settings)
     if json_:
         print_json({"root": str(root), "splits": settings.splits, "classes": list(settings.classes), "seed": seed})

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
+from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastrcnn_cli.detect import Detector
@@ -20,19 +22,26 @@ _OUT, _MODEL, _PROPOSALS = "Output", "Model and thresholds", "Proposals"
 
 @command(
     "detect",
+    flags={"score_threshold": "--conf", "max_detections": "--max-det", "scales": "--scale"},
     epilog=examples(
         "fastrcnn detect img.jpg --out vis.png",
+        "fastrcnn detect --example --out vis.png   [dim]# the shipped model on the shipped example image[/dim]",
         "fastrcnn detect photos/ --out out/ --save-json dets.json",
         "fastrcnn detect 'photos/**/*.jpg' --out out/ --conf 0.8 --classes dog,cat",
         "fastrcnn detect img.jpg --json --weights runs/train/best.pt --scale 480 --scale 600 --scale 800",
         "fastrcnn detect 000004.jpg --proposals 000004_boxes.mat --out vis.png   [dim]# the original's demo boxes[/dim]",
+        "fastrcnn detect img.jpg --weights model.onnx --out vis.png   [dim]# ONNX Runtime (fastrcnn export)[/dim]",
     ),
 )
 def detect(
     sources: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(help="Images: files, folders (their images) or glob patterns (quoted or not).", show_default=False),
-    ],
+    ] = None,
+    example: Annotated[
+        bool,
+        typer.Option("--example", help="Also detect on the example image shipped with fastrcnn (shapes-1.jpg), from any folder."),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -50,10 +59,10 @@ def detect(
     ] = None,
     weights: WeightsOption = None,
     conf: Annotated[
-        float, typer.Option("--conf", min=0.0, max=1.0, help="Score threshold (the paper's demo used 0.8).", rich_help_panel=_MODEL)
+        float, typer.Option("--conf", parser=ranges.FRACTION, help="Score threshold (the paper's demo used 0.8).", rich_help_panel=_MODEL)
     ] = 0.5,
-    nms: Annotated[float, typer.Option("--nms", min=0.0, max=1.0, help="Per-class NMS IoU threshold.", rich_help_panel=_MODEL)] = 0.3,
-    max_det: Annotated[int, typer.Option("--max-det", min=1, help="Detections kept per image, over all classes.", rich_help_panel=_MODEL)] = 100,
+    nms: Annotated[float, typer.Option("--nms", parser=ranges.POSITIVE_FRACTION, help="Per-class NMS IoU threshold (1 keeps all but exact duplicates).", rich_help_panel=_MODEL)] = 0.3,
+    max_det: Annotated[int, typer.Option("--max-det", parser=ranges.count(1, 100_000), help="Detections kept per image, over all classes.", rich_help_panel=_MODEL)] = 100,
     classes: Annotated[
         str | None,
         typer.Option("--classes", help="Keep only these classes: comma-separated, or a file with one per line.", rich_help_panel=_MODEL),
@@ -62,16 +71,16 @@ def detect(
         list[int] | None,
         typer.Option(
             "--scale",
-            min=32,
+            parser=ranges.PIXELS,
             help="Shorter side in pixels; repeat for multi-scale testing (default: the checkpoint's training scale).",
             rich_help_panel=_MODEL,
         ),
     ] = None,
     max_size: Annotated[
-        int | None, typer.Option("--max-size", min=32, help="Longer side cap (default: the checkpoint's).", rich_help_panel=_MODEL)
+        int | None, typer.Option("--max-size", parser=ranges.PIXELS, help="Longer side cap (default: the checkpoint's).", rich_help_panel=_MODEL)
     ] = None,
     device: DeviceOption = "auto",
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).", rich_help_panel=_MODEL)] = None,
+    threads: Annotated[int | None, typer.Option(parser=ranges.THREADS, help="CPU threads for torch (default: all cores).", rich_help_panel=_MODEL)] = None,
     proposals: Annotated[
         Path | None,
         typer.Option(
@@ -84,7 +93,11 @@ def detect(
     ] = None,
     proposal_top: Annotated[
         int | None,
-        typer.Option("--proposal-top", min=1, help="Selective Search boxes kept per image (default: as in training).", rich_help_panel=_PROPOSALS),
+        typer.Option("--proposal-top", parser=ranges.count(1, 100_000), help="Selective Search boxes kept per image (default: as in training).", rich_help_panel=_PROPOSALS),
+    ] = None,
+    proposer: Annotated[
+        Proposer | None,
+        typer.Option("--proposer", help=PROPOSER_HELP + " Default: as in training.", show_default=False, rich_help_panel=_PROPOSALS),
     ] = None,
 ) -> None:
     """Detect objects in images with a trained Fast R-CNN model (default: the model shipped in weights/).
@@ -101,6 +114,9 @@ def detect(
     """
     import time
 
+    t_imports = time.perf_counter()  # imports are a stage of their own, not part of the first image's
+    import cv2  # noqa: F401 - else imported inside the first image's proposals
+
     import torch
 
     from fastrcnn_cli.console import err, print_json
@@ -108,11 +124,20 @@ def detect(
     from fastrcnn_cli.detect import DetectSettings, Detector, proposal_settings_from_meta
     from fastrcnn_cli.devices import describe_device, resolve_device
     from fastrcnn_cli.errors import FastRCNNError, InputError
-    from fastrcnn_cli.model.checkpoint import load_checkpoint, resolve_weights
+    from fastrcnn_cli.model.checkpoint import resolve_weights
+    from fastrcnn_cli.onnx_backend import load_network
     from fastrcnn_cli.results import build_document, expand_sources, plan_outputs
 
     t_start = time.perf_counter()
+    import_time = t_start - t_imports
     # everything that can be checked without the model, first
+    sources = list(sources or [])
+    if example:
+        from fastrcnn_cli.shipped import example_path
+
+        sources.append(str(example_path()))
+    if not sources:
+        raise typer.BadParameter("give at least one image, folder or glob (or --example)", param_hint="SOURCES")
     srcs = expand_sources(sources)
     outputs = plan_outputs(srcs, out)
     if proposals is not None:
@@ -124,25 +149,26 @@ def detect(
                 "folder or a folder of per-image files (<stem>_boxes.mat, <stem>.mat or <stem>.npy)",
                 proposals,
             )
-    for target in (save_json, save_coco):
-        if target is not None and target.is_dir():
-            raise InputError("is a folder; give a file name for the JSON", target)
+    _check_outputs(srcs.images, outputs, save_json, save_coco, [weights, proposals])
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     keep_classes = parse_classes_option(classes)
 
     weights = resolve_weights(weights)
-    model, meta = load_checkpoint(weights, dev)
+    model, meta = load_network(weights, dev)  # a checkpoint (PyTorch) or an exported .onnx (ONNX Runtime)
     settings = DetectSettings.for_checkpoint(
         meta, scale, max_size, score_threshold=conf, nms=nms, max_detections=max_det, classes=keep_classes
     )
-    proposal_settings = proposal_settings_from_meta(meta, proposal_top) if proposals is None else None
+    proposal_settings = (
+        proposal_settings_from_meta(meta, proposal_top, proposer.value if proposer else None) if proposals is None else None
+    )
     detector = Detector(model, settings, dev, proposal_settings)
     load_time = time.perf_counter() - t_start
     err.print(
-        f"model {weights} ({len(meta.classes)} classes: {', '.join(meta.classes)}) on {describe_device(dev)}, "
-        f"loaded in {load_time:.2f} s; scale {'/'.join(str(s) for s in settings.scales)}, max size {settings.max_size}, "
+        f"model {weights} ({len(meta.classes)} classes: {', '.join(meta.classes)}) on {describe_device(dev)}"
+        + (f" with {model.runtime}, " if detector.backend is not None else ", ")
+        + f"loaded in {load_time:.2f} s; scale {'/'.join(str(s) for s in settings.scales)}, max size {settings.max_size}, "
         f"conf {conf:g}, NMS {nms:g}; proposals: "
         + (f"from {proposals}" if proposals is not None else f"Selective Search ({proposal_settings.describe()})"),  # type: ignore[union-attr]
         markup=False,
@@ -176,8 +202,14 @@ def detect(
     failed = [o for o in outcomes if o.error is not None]
     sums = {k: sum((o.times or {}).get(k, 0.0) for o in done) for k in ("proposals", "network", "postprocess")}
     n_det = sum(len(o.detections) for o in done)
+    from fastrcnn_cli import entry
+
+    startup = None if entry.process_started is None else t_imports - entry.process_started
+    total = time.perf_counter() - (t_imports if startup is None else entry.process_started)  # type: ignore[operator]
     err.print(
-        f"{len(done)} image(s), {n_det} detection(s) in {time.perf_counter() - t_start:.2f} s: model load {load_time:.2f} s, "
+        f"{len(done)} image(s), {n_det} detection(s) in {total:.2f} s: "
+        + ("" if startup is None else f"start-up {startup:.2f} s, ")
+        + f"imports {import_time:.2f} s, model load {load_time:.2f} s, "
         f"proposals {sums['proposals']:.2f} s, network {sums['network']:.2f} s, post-processing {sums['postprocess']:.3f} s"
         + (f"; annotated images in {out}" if out is not None and done else "")
         + ("" if out is not None or json_ or save_json or save_coco else " (nothing saved: add --out, --json or --save-json)"),
@@ -187,6 +219,44 @@ def detect(
     )
     if failed:
         raise FastRCNNError(f"{len(failed)} of {len(outcomes)} image(s) could not be processed (listed above)")
+
+
+def _check_outputs(
+    images: list[Path], outputs: list[Path | None], save_json: Path | None, save_coco: Path | None, others: list
+) -> None:
+    """Before any work: no output overwrites an input (images, weights, proposals) or another output, and
+    every output folder accepts files."""
+    from fastrcnn_cli.model.checkpoint import default_weights_path
+    from fastrcnn_cli.outputs import check_output_file, probe_writable, same_file
+
+    inputs = [*images, *(o for o in others if o is not None), default_weights_path()]
+    for folder in dict.fromkeys(o.parent for o in outputs if o is not None):
+        probe_writable(folder)
+    drawn = [o for o in outputs if o is not None]
+    if save_json is not None:
+        check_output_file(save_json, "--save-json", [*inputs, *drawn])
+    if save_coco is not None:
+        check_output_file(save_coco, "--save-coco", [*inputs, *drawn])
+        if save_json is not None and same_file(save_json, save_coco):
+            from fastrcnn_cli.errors import OutputError
+
+            raise OutputError("--save-coco and --save-json name the same file", save_coco)
+
+
+def _read(path: Path):
+    """The image, or an :class:`InputError` naming it for anything that stops it being read or converted,
+    so that one odd file is skipped instead of ending the whole batch."""
+    import cv2
+
+    from fastrcnn_cli.errors import InputError
+    from fastrcnn_cli.io import read_image
+
+    try:
+        return read_image(path)
+    except InputError:
+        raise
+    except (cv2.error, ValueError, TypeError, OverflowError, MemoryError, OSError) as exc:
+        raise InputError(f"cannot be read or converted ({type(exc).__name__}: {exc})", path) from None
 
 
 def _run(
@@ -200,7 +270,7 @@ def _run(
     from fastrcnn_cli.console import err
     from fastrcnn_cli.detect import load_image_proposals
     from fastrcnn_cli.errors import InputError
-    from fastrcnn_cli.io import read_image, write_image
+    from fastrcnn_cli.io import write_image
     from fastrcnn_cli.results import ImageOutcome
     from fastrcnn_cli.visualize import draw_detections
 
@@ -209,7 +279,7 @@ def _run(
     for n, (path, output) in enumerate(zip(images, outputs), start=1):
         prefix = f"[{n:>{width}}/{len(images)}] {path}"
         try:
-            image = read_image(path)
+            image = _read(path)
             boxes = None
             t_props = 0.0
             if proposals is not None:

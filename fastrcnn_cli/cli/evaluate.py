@@ -35,7 +35,9 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, StrictOption, WeightsOption, command, examples
+from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
 
 _DATA, _MODEL, _OUT, _PROPOSALS = "Data", "Model", "Output", "Proposals"
 METRICS = ("voc07", "area")
@@ -121,6 +123,7 @@ def restrict_ground_truth(records: Sequence[Any], source: Sequence[str], target:
 
 @command(
     "evaluate",
+    flags={"scales": "--scale"},
     epilog=examples(
         "fastrcnn evaluate VOCdevkit/VOC2007 --split test --weights runs/train/best.pt",
         "fastrcnn evaluate shapes/ --split test   [dim]# the shipped model on a synthetic test split[/dim]",
@@ -150,16 +153,16 @@ def evaluate(
     ] = None,
     scale: Annotated[
         list[int] | None,
-        typer.Option("--scale", min=32, help="Test scale; repeat for multi-scale (default: the checkpoint's training scale).", rich_help_panel=_MODEL),
+        typer.Option("--scale", parser=ranges.PIXELS, help="Test scale; repeat for multi-scale (default: the checkpoint's training scale).", rich_help_panel=_MODEL),
     ] = None,
-    max_size: Annotated[int | None, typer.Option("--max-size", min=32, help="Longer side cap (default: the checkpoint's).", rich_help_panel=_MODEL)] = None,
+    max_size: Annotated[int | None, typer.Option("--max-size", parser=ranges.PIXELS, help="Longer side cap (default: the checkpoint's).", rich_help_panel=_MODEL)] = None,
     device: DeviceOption = "auto",
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: all cores).", rich_help_panel=_MODEL)] = None,
+    threads: Annotated[int | None, typer.Option(parser=ranges.THREADS, help="CPU threads for torch (default: all cores).", rich_help_panel=_MODEL)] = None,
     metric: Annotated[
         str | None,
         typer.Option("--metric", help="Headline AP: voc07 (11-point) or area (default: voc07 for VOC2007 data, else area).", rich_help_panel=_OUT),
     ] = None,
-    iou: Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU for a true positive (>=).", rich_help_panel=_OUT)] = 0.5,
+    iou: Annotated[float, typer.Option("--iou", parser=ranges.POSITIVE_FRACTION, help="IoU for a true positive (>=).", rich_help_panel=_OUT)] = 0.5,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default: a new runs/eval, runs/eval2, ...).", rich_help_panel=_OUT)
     ] = None,
@@ -172,7 +175,11 @@ def evaluate(
         Path | None, typer.Option(help="Proposal cache folder (default: per data set, in the user cache).", rich_help_panel=_PROPOSALS)
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes computing missing proposals (default: all cores).", rich_help_panel=_PROPOSALS)
+        int | None, typer.Option(parser=ranges.WORKERS, help="Processes computing missing proposals (default: all cores).", rich_help_panel=_PROPOSALS)
+    ] = None,
+    proposer: Annotated[
+        Proposer | None,
+        typer.Option("--proposer", help=PROPOSER_HELP + " Default: as in training.", show_default=False, rich_help_panel=_PROPOSALS),
     ] = None,
 ) -> None:
     """Average precision per class and mAP on a data set split, with the PASCAL VOC protocol.
@@ -198,8 +205,6 @@ def evaluate(
     t_start = time.perf_counter()
     if metric is not None and metric not in METRICS:
         raise typer.BadParameter(f"choose voc07 or area, not {metric!r}", param_hint="--metric")
-    if iou <= 0:
-        raise typer.BadParameter("must be above 0", param_hint="--iou")
     if detections is not None and weights is not None:
         raise InputError("give --weights (run the model) or --detections (re-score saved detections), not both")
     if detections is not None and (scale or max_size or save_detections):
@@ -208,6 +213,7 @@ def evaluate(
         )
     requested = parse_classes_option(classes)
     resolve_root(data)  # a wrong folder fails before anything slow
+    _check_outputs(out, plot, save_detections, [weights, detections])
     if threads:
         torch.set_num_threads(threads)
 
@@ -219,11 +225,11 @@ def evaluate(
     else:
         from fastrcnn_cli.devices import resolve_device
         from fastrcnn_cli.model.checkpoint import resolve_weights
-        from fastrcnn_cli.model.checkpoint import load_checkpoint
+        from fastrcnn_cli.onnx_backend import load_network
 
         dev = resolve_device(device)
         weights = resolve_weights(weights)
-        model, meta = load_checkpoint(weights, dev)
+        model, meta = load_network(weights, dev)  # a checkpoint (PyTorch) or an exported .onnx (ONNX Runtime)
         source_classes = tuple(meta.classes)
         source_name = "the model"
 
@@ -234,14 +240,14 @@ def evaluate(
     headline = metric or headline_for(dataset.root)
 
     run_dir = out
-    if run_dir is None:
-        from fastrcnn_cli.train import new_run_dir
-
-        run_dir = new_run_dir("runs", "eval")
     try:
+        if run_dir is None:
+            from fastrcnn_cli.train import new_run_dir
+
+            run_dir = new_run_dir(DEFAULT_RUNS, "eval")
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", run_dir) from None
+        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", run_dir or DEFAULT_RUNS) from None
     plot_path = plot or run_dir / "pr.png"
 
     info: dict[str, Any] = {"data": str(dataset.root), "split": split, "images": len(dataset), "evaluated_classes": list(eval_classes)}
@@ -271,10 +277,11 @@ def evaluate(
         from fastrcnn_cli.proposals import load_or_compute_proposals
 
         settings = DetectSettings.for_checkpoint(meta, scale, max_size, score_threshold=EVAL_SCORE_THRESHOLD, classes=eval_classes)
-        proposal_settings = proposal_settings_from_meta(meta)
+        proposal_settings = proposal_settings_from_meta(meta, proposer=proposer.value if proposer else None)
         err.print(
             f"evaluating {weights} on {dataset.root} split {split!r} ({len(dataset)} images, {len(eval_classes)} classes) "
-            f"on {describe_device(dev)}; scale {'/'.join(str(s) for s in settings.scales)}, max size {settings.max_size}",
+            f"on {describe_device(dev)}" + (f" with {model.runtime}" if not isinstance(model, torch.nn.Module) else "")
+            + f"; scale {'/'.join(str(s) for s in settings.scales)}, max size {settings.max_size}",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -342,6 +349,20 @@ def evaluate(
     )
     if json_:
         print_json(payload)
+
+
+DEFAULT_RUNS = Path("runs")
+
+
+def _check_outputs(out: Path | None, plot: Path | None, save_detections: Path | None, inputs: list) -> None:
+    """Before the model runs: every output can be written and none is an input (weights, detections)."""
+    from fastrcnn_cli.outputs import check_output_file, check_output_folder
+
+    check_output_folder(out if out is not None else DEFAULT_RUNS, "--out", inputs)
+    if plot is not None:
+        check_output_file(plot, "--plot", [*inputs, save_detections])
+    if save_detections is not None:
+        check_output_file(save_detections, "--save-detections", inputs)
 
 
 def _pct(x: float) -> str:

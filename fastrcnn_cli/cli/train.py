@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fastrcnn_cli.cli.app import ClassesOption, DeviceOption, JsonOption, StrictOption, command, examples
+from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
 
 _DATA, _MODEL, _SAMPLING, _SOLVER, _RUN, _PROPOSALS = "Data", "Model", "Sampling", "Solver", "Run", "Proposals"
 
@@ -15,10 +16,10 @@ _DATA, _MODEL, _SAMPLING, _SOLVER, _RUN, _PROPOSALS = "Data", "Model", "Sampling
 @command(
     "train",
     epilog=examples(
-        "fastrcnn train VOCdevkit/VOC2007   [dim]# the paper's VGG16 settings (needs the VGG16 ImageNet weights)[/dim]",
-        "fastrcnn train ../shared/datasets/raccoon --backbone efficientnet-lite0 --iterations 1500 --lr 0.01 "
-        "--lr-step 1100 --scale 480 --max-size 800 --eval-every 500",
-        "fastrcnn make-synthetic shapes/ && fastrcnn train shapes/ --backbone efficientnet-lite0 --eval-split val",
+        "fastrcnn train my-data/ --backbone efficientnet-lite0   [dim]# recommended: the small-data recipe, CPU-friendly[/dim]",
+        "fastrcnn train my-data/ --backbone efficientnet-lite0 --time-budget 15   [dim]# fit the schedule to 15 minutes[/dim]",
+        "fastrcnn train VOCdevkit/VOC2007   [dim]# the paper's VGG16 recipe (needs the VGG16 ImageNet weights)[/dim]",
+        "fastrcnn make-synthetic shapes/ && fastrcnn train shapes/ --backbone efficientnet-lite0 --epochs 3",
         "fastrcnn train --resume runs/train3   [dim]# continue exactly where it stopped[/dim]",
         "torchrun --nproc-per-node 2 -m fastrcnn_cli train VOC2007/ --device cuda   [dim]# data-parallel[/dim]",
     ),
@@ -30,8 +31,25 @@ def train(
     ] = None,
     split: Annotated[str, typer.Option("--split", "-s", help="Training split.", rich_help_panel=_DATA)] = "trainval",
     eval_split: Annotated[
-        str, typer.Option(help="Held-out split for evaluation ('none' to skip).", rich_help_panel=_DATA)
-    ] = "test",
+        str,
+        typer.Option(
+            help="Validation for periodic evaluation and best.pt: 'auto' (the 'val' split, else a fixed held-out "
+            "part of the training split), a split name ('test' warns: selecting on test inflates it), or 'none'.",
+            rich_help_panel=_DATA,
+        ),
+    ] = "auto",
+    holdout: Annotated[
+        float, typer.Option(help="Share of the training split held out for validation when there is no 'val' split.", rich_help_panel=_DATA)
+    ] = 0.12,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Defaults for everything below left unset: 'paper' (VGG16 / VOC 2007: lr 0.001, 40k iterations, "
+            "scale 600) or 'small-data' (efficientnet-lite0 on a few hundred images). Default: vgg16 -> paper, "
+            "efficientnet-lite0 -> small-data.",
+            rich_help_panel=_SOLVER,
+        ),
+    ] = None,
     classes: ClassesOption = None,
     strict: StrictOption = False,
     backbone: Annotated[
@@ -63,23 +81,38 @@ def train(
     bg_iou_high: Annotated[float, typer.Option(help="Upper bound of background IoU.", rich_help_panel=_SAMPLING)] = 0.5,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Add horizontally flipped images.", rich_help_panel=_SAMPLING)] = True,
     scale: Annotated[
-        list[int] | None, typer.Option("--scale", help="Shorter side in pixels; repeat for multi-scale training (default 600).", rich_help_panel=_SAMPLING)
+        list[int] | None, typer.Option("--scale", help="Shorter side in pixels; repeat for multi-scale training (recipe: 600, or 416-544).", rich_help_panel=_SAMPLING)
     ] = None,
-    max_size: Annotated[int, typer.Option(help="Longer side cap in pixels.", rich_help_panel=_SAMPLING)] = 1000,
+    max_size: Annotated[int | None, typer.Option(help="Longer side cap in pixels (recipe: 1000 or 800).", rich_help_panel=_SAMPLING)] = None,
+    photometric: Annotated[
+        float | None, typer.Option(help="Brightness/contrast/saturation jitter strength, 0 = off (recipe: 0 or 0.2).", rich_help_panel=_SAMPLING)
+    ] = None,
     test_scale: Annotated[
         int | None, typer.Option(help="Scale for evaluation and the saved model's detect default (default: the training scale, or 600 with several).", rich_help_panel=_SAMPLING)
     ] = None,
-    lr: Annotated[float, typer.Option(help="Base learning rate.", rich_help_panel=_SOLVER)] = 0.001,
+    lr: Annotated[float | None, typer.Option(help="Base learning rate (recipe: 0.001 or 0.01).", rich_help_panel=_SOLVER)] = None,
     momentum: Annotated[float, typer.Option(rich_help_panel=_SOLVER)] = 0.9,
-    weight_decay: Annotated[float, typer.Option(rich_help_panel=_SOLVER)] = 0.0005,
+    weight_decay: Annotated[float | None, typer.Option(help="Recipe: 0.0005 or 0.0001.", rich_help_panel=_SOLVER)] = None,
+    backbone_lr_factor: Annotated[
+        float | None, typer.Option(help="Learning-rate multiplier of the backbone (recipe: 1 or 0.1).", rich_help_panel=_SOLVER)
+    ] = None,
+    clip_grad_norm: Annotated[
+        float | None, typer.Option(help="Clip the gradient's global norm to this; inf = off (recipe: off or 10).", rich_help_panel=_SOLVER)
+    ] = None,
     bias_lr_factor: Annotated[float, typer.Option(help="Learning-rate multiplier of biases (no weight decay on them).", rich_help_panel=_SOLVER)] = 2.0,
     lr_step: Annotated[
-        list[int] | None, typer.Option("--lr-step", help="Iteration where the lr is multiplied by --gamma; repeatable (default 30000).", rich_help_panel=_SOLVER)
+        list[int] | None, typer.Option("--lr-step", help="Iteration where the lr is multiplied by --gamma; repeatable (recipe: at 3/4 of the run).", rich_help_panel=_SOLVER)
     ] = None,
     gamma: Annotated[float, typer.Option(rich_help_panel=_SOLVER)] = 0.1,
-    iterations: Annotated[int | None, typer.Option(help="Total SGD iterations (default 40000).", rich_help_panel=_SOLVER)] = None,
-    warmup: Annotated[int, typer.Option(help="Linear warm-up iterations from lr/10 (0: none, as in the paper).", rich_help_panel=_SOLVER)] = 0,
-    eval_every: Annotated[int, typer.Option(help="Evaluate every this many iterations (0: at the end only).", rich_help_panel=_RUN)] = 0,
+    iterations: Annotated[int | None, typer.Option(help="Total SGD iterations (recipe: 40000, or 5 epochs and at least 1200).", rich_help_panel=_SOLVER)] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help="Schedule length in epochs (an epoch: each training image and its mirror once).", rich_help_panel=_SOLVER)
+    ] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Minutes: fit the schedule to this from the measured speed (evaluations included).", rich_help_panel=_SOLVER)
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(help="Linear warm-up iterations from lr/10 (recipe: 0 or 200).", rich_help_panel=_SOLVER)] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every this many iterations (0: at the end only; default: 4 per run).", rich_help_panel=_RUN)] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Write last.pt every this many iterations.", rich_help_panel=_RUN)] = 1000,
     log_every: Annotated[int, typer.Option(help="Iterations per metrics row / log line.", rich_help_panel=_RUN)] = 20,
     seed: Annotated[int, typer.Option(rich_help_panel=_RUN)] = 0,
@@ -104,15 +137,19 @@ def train(
     proposal_top: Annotated[int, typer.Option(help="Proposals kept per image.", rich_help_panel=_PROPOSALS)] = 2000,
     proposal_cache: Annotated[Path | None, typer.Option(help="Proposal cache folder (default: per data set, in the user cache).", rich_help_panel=_PROPOSALS)] = None,
     workers: Annotated[int | None, typer.Option(help="Processes computing missing proposals (default: all cores).", rich_help_panel=_PROPOSALS)] = None,
+    proposer: Annotated[Proposer, typer.Option("--proposer", help=PROPOSER_HELP, rich_help_panel=_PROPOSALS)] = Proposer.opencv,
     json_: JsonOption = False,
 ) -> None:
     """Train a Fast R-CNN detector on a VOC-format data set: one network, one multi-task loss, end to end.
 
-    Hierarchical sampling (2 images, 64 RoIs each, 25% foreground), horizontal flips, scale 600 / 1000,
-    softmax + smooth L1, SGD with momentum and a step schedule: the paper's settings unless changed.
-    Writes a new run folder (runs/train, runs/train2, ...) with args.json, metrics.csv, loss.png, map.png,
-    last.pt and best.pt. Ctrl-C saves last.pt; --resume continues exactly. A NaN/inf loss stops with exit
-    code 4; data set problems with --strict exit with code 3.
+    Hierarchical sampling (2 images, 64 RoIs each, 25% foreground), horizontal flips, softmax + smooth L1,
+    SGD with momentum and a step schedule. What is left unset comes from a recipe: the paper's for vgg16,
+    'small-data' for efficientnet-lite0 (a schedule in epochs, warm-up, clipping, scale and colour jitter).
+    Validation (best.pt) uses the 'val' split or a fixed held-out part of the training split, never the
+    test split unless named. Writes a new run folder (runs/train, runs/train2, ...) with args.json,
+    validation.txt, metrics.csv (losses, gradient norms, warnings), loss.png, map.png, last.pt and best.pt.
+    Ctrl-C saves last.pt; --resume continues exactly. A NaN/inf loss stops with exit code 4; data set
+    problems with --strict exit with code 3. Then: fastrcnn evaluate DATA --split test --weights RUN/best.pt.
     """
     import torch
 
@@ -132,7 +169,9 @@ def train(
         settings = TrainSettings(
             data=str(data),
             split=split,
-            eval_split=None if eval_split.lower() in ("", "none") else eval_split,
+            eval_split=eval_split,
+            holdout_fraction=holdout,
+            recipe=recipe,
             classes=parse_classes_option(classes),
             strict=strict,
             backbone=backbone,
@@ -149,16 +188,21 @@ def train(
             bg_iou_low=bg_iou_low,
             bg_iou_high=bg_iou_high,
             flip=flip,
-            scales=tuple(scale) if scale else (600,),
+            scales=tuple(scale) if scale else None,
             max_size=max_size,
+            photometric=photometric,
             test_scale=test_scale,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
             bias_lr_factor=bias_lr_factor,
-            lr_steps=tuple(lr_step) if lr_step else (30000,),
+            backbone_lr_factor=backbone_lr_factor,
+            clip_grad_norm=clip_grad_norm,
+            lr_steps=tuple(lr_step) if lr_step else None,
             gamma=gamma,
-            iterations=iterations or 40000,
+            iterations=iterations,
+            epochs=epochs,
+            time_budget=time_budget,
             warmup_iterations=warmup,
             eval_every=eval_every,
             checkpoint_every=checkpoint_every,
@@ -173,6 +217,7 @@ def train(
             proposal_top=proposal_top,
             proposal_cache=str(proposal_cache) if proposal_cache else None,
             workers=workers,
+            proposal_proposer=proposer.value,
         )
         result = run_training(settings)
     if result.run_dir is None:  # a non-zero rank of a distributed run: process 0 reports

@@ -22,6 +22,22 @@ from fastrcnn_cli.data.voc import CLASSES_FILE
 from fastrcnn_cli.io import atomic_write_text, write_image
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring")
+#: fills that tell apart classes of one shape: ``shape-fill`` class names (a plain shape name is ``solid``)
+FILLS: tuple[str, ...] = ("solid", "striped", "dotted", "outline")
+
+
+def class_names(count: int) -> tuple[str, ...]:
+    """``count`` distinguishable class names: the five shapes, then ``shape-fill`` pairs (up to 20).
+
+    Five classes are the plain shapes (the demo set); more make a fine-grained, many-class set in which a
+    class is a shape and a fill pattern (``circle-striped``, ``star-outline``, ...): a detector must look
+    at the inside of an object, not only its outline, to tell them apart.
+    """
+    if not 1 <= count <= len(SHAPES) * len(FILLS):
+        raise ValueError(f"count must be in 1 .. {len(SHAPES) * len(FILLS)}, not {count}")
+    if count <= len(SHAPES):
+        return SHAPES[:count]
+    return tuple(f"{shape}-{fill}" for fill in FILLS for shape in SHAPES)[:count]
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,25 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
     return mask
 
 
+def _fill_mask(mask: np.ndarray, fill: str) -> np.ndarray:
+    """The painted part of a shape's mask for a fill pattern (:data:`FILLS`; anything else is solid)."""
+    import cv2
+
+    if fill == "outline":
+        size = max(mask.shape)
+        kernel = np.ones((2 * max(1, size // 10) + 1,) * 2, np.uint8)
+        inner = cv2.erode(mask, kernel)
+        return mask & (1 - inner) if inner.any() else mask
+    yy, xx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    period = max(4, max(mask.shape) // 6)
+    if fill == "striped":
+        return mask & (((yy // max(2, period // 2)) % 2) == 0).astype(np.uint8)
+    if fill == "dotted":
+        cy, cx = (yy % period) - period / 2, (xx % period) - period / 2
+        return mask & ((cy * cy + cx * cx) <= (period * 0.3) ** 2).astype(np.uint8)
+    return mask
+
+
 def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, x0: int, y0: int) -> None:
     """Blend a shape with a solid or two-tone fill and shading into ``image`` at (x0, y0)."""
     h, w = mask.shape
@@ -195,7 +230,8 @@ def generate_image(rng: np.random.Generator, settings: SyntheticSettings) -> tup
             size = int(rng.integers(10, max(11, settings.difficult_below)))
         else:
             size = int(rng.integers(lo, max(lo + 1, hi)))
-        mask = _shape_mask(rng, name, size)
+        shape, _, fill = name.partition("-")
+        mask = _shape_mask(rng, shape, size)
         ys, xs = np.nonzero(mask)
         if xs.size == 0:
             continue
@@ -211,7 +247,7 @@ def generate_image(rng: np.random.Generator, settings: SyntheticSettings) -> tup
             for p in placed
         ):
             continue
-        _paint(rng, image, mask, x0, y0)
+        _paint(rng, image, _fill_mask(mask, fill) if fill else mask, x0, y0)
         placed.append(box)
         longer = max(box[2] - box[0] + 1, box[3] - box[1] + 1)
         objects.append(

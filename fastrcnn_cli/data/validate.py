@@ -123,7 +123,8 @@ def _rel(root: Path, path: Path) -> str:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header, and a check that it decodes. Raises InputError."""
+    """(width, height) of the upright image (as :func:`fastrcnn_cli.io.read_image` gives it) from the file's
+    header, and a check that it decodes. Raises InputError."""
     from PIL import Image, UnidentifiedImageError
 
     # only the header is read here (no pixels are decoded), so Pillow's decompression-bomb guard does not apply
@@ -131,6 +132,8 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             size = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # read_image turns it upright: 90 degrees
+                size = size[::-1]
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"unreadable image ({exc.__class__.__name__}: {exc})", path) from None

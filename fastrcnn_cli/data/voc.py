@@ -154,10 +154,21 @@ def read_split_ids(root: Path, split: str) -> list[str]:
         splits = ", ".join(available_splits(root)) or "none"
         raise InputError(f"no split named {split!r} (available: {splits})", path)
     ids = []
+    spaced = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         tokens = line.split()
         if tokens:
             ids.append(tokens[0])
+            if len(tokens) > 1 and tokens[1] not in ("-1", "0", "1"):  # not VOC's "<id> <label>" per-class line
+                spaced.append(line.strip())
+    if spaced:
+        from fastrcnn_cli.console import warn
+
+        warn(
+            f"{path}: {len(spaced)} line(s) hold a space inside the image id, e.g. {spaced[0]!r}, which is read "
+            f"as id {spaced[0].split()[0]!r}: VOC ids end at the first space; rename those images and annotations "
+            "(e.g. spaces to '_') and list the new names"
+        )
     return ids
 
 

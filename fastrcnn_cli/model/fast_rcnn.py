@@ -108,6 +108,8 @@ class FastRCNN(nn.Module):
         nn.init.zeros_(self.cls_score.bias)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.bbox_pred.bias)
+        #: (fc6, fc7) share of units active on the last training batch (see :func:`_active_fraction`)
+        self.head_activity: tuple[float, float] = (1.0, 1.0)
 
     @property
     def preprocessing(self):
@@ -127,10 +129,12 @@ class FastRCNN(nn.Module):
 
     def classify(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """fc6, fc7 and the sibling heads: class logits [R, K+1] and box offsets [R, 4(K+1)]."""
-        x = pooled.flatten(1)
-        x = self.dropout(torch.relu(self.fc6(x)))
-        x = self.dropout(torch.relu(self.fc7(x)))
-        return self.cls_score(x), self.bbox_pred(x)
+        x6 = torch.relu(self.fc6(pooled.flatten(1)))
+        x7 = torch.relu(self.fc7(self.dropout(x6)))
+        if self.training:
+            self.head_activity = _active_fraction(x6), _active_fraction(x7)
+        x7 = self.dropout(x7)
+        return self.cls_score(x7), self.bbox_pred(x7)
 
     def head(self, features: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RoI pooling and the fully connected head for RoIs [R, 5] on one feature map."""
@@ -138,6 +142,15 @@ class FastRCNN(nn.Module):
 
     def forward(self, images: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.features(images), rois)
+
+
+def _active_fraction(activations: torch.Tensor) -> float:
+    """The share of units that are positive for at least one RoI of the batch (1 - the share of dead ReLUs).
+
+    A unit that no RoI activates gets no gradient and stays dead: the training monitor watches this.
+    """
+    with torch.no_grad():
+        return float((activations > 0).any(dim=0).float().mean()) if len(activations) else 1.0
 
 
 def build_model(

@@ -1,38 +1,46 @@
-"""Building and loading the native RoI pooling operator (C++ and CUDA sources in ``csrc/``).
+"""Building and loading the native operators (C++ and CUDA sources in ``csrc/``): RoI pooling and friends.
 
-The operator is compiled on first use with :func:`torch.utils.cpp_extension.load` (ninja) and loaded into
-``torch.ops.fastrcnn``. It comes as two shared libraries:
+The operators are compiled with :func:`torch.utils.cpp_extension.load` (ninja) and loaded into ``torch.ops.fastrcnn``.
+They come as two shared libraries:
 
-``fastrcnn_roi_pool`` (``roi_pool.cpp``, ``roi_pool_cpu.cpp``)
-    The operator schemas (``TORCH_LIBRARY(fastrcnn, m)``) and the CPU kernels. Built by the first
-    :func:`~fastrcnn_cli.ops.roi_pool` call, on any device: about a minute on 2 cores.
-``fastrcnn_roi_pool_cuda`` (``roi_pool_cuda.cpp``, ``roi_pool_cuda.cu``)
+``fastrcnn_roi_pool`` (:data:`CPU_SOURCES`)
+    The operator schemas (``TORCH_LIBRARY(fastrcnn, m)``) and the CPU kernels. Built on any device: about a
+    minute on 2 cores.
+``fastrcnn_roi_pool_cuda`` (:data:`CUDA_SOURCES`)
     The CUDA kernels, registered for the operators above. Built only where CUDA is wanted: by the first
     ``roi_pool`` call on a CUDA tensor, or on demand with ``load_extension(with_cuda=True)`` (this works with no
     GPU, which is how CI checks that the kernels compile). Needs a CUDA build of torch (``torch.version.cuda``)
-    and a CUDA toolkit of the same major version (nvcc). About a minute (the ``.cu`` file includes no ATen
-    header); CPU-only users never wait for nvcc, GPU users wait once.
+    and a CUDA toolkit of the same major version (nvcc).
 
-Builds are cached: a second process loads the compiled library in about a second; ninja recompiles only what
-changed (sources, flags, torch headers). While something must be compiled, one line on stderr says so.
+**Built once per machine and user.** Each library is compiled at most once per *build key*: the contents of its
+sources and of every header in ``csrc/``, the torch version, the Python version and ABI, the platform, CPU or
+CUDA (toolkit and GPU architectures), the compiler and the compiler flags. The build goes to
+``<cache>/<library>-<python>-torch<version>-<key>/`` in a per-user cache (:func:`cache_root`), so every virtual
+environment and every checkout with the same sources and torch shares one build; a change of anything in the
+key gets a new folder, never a rebuild over a build in use. A build is compiled in a temporary folder next to
+its final one and renamed into place only once complete (with ``build.json``: its key, size and build time), so
+an interrupted or failed build is never loaded; a process that finds a finished build loads it without any
+lock. Concurrent first uses wait on a file lock (an OS lock, released if its holder dies) for the one that
+compiles. One line on stderr says when a compile starts and another how long it took; nothing is printed when a
+cached build is loaded. ``fastrcnn build-ops`` compiles ahead of time (for images and offline machines).
 If the build fails (no compiler, no ninja, a compiler error), :class:`~fastrcnn_cli.errors.BuildError` says why;
 ``roi_pool`` then warns once and falls back to the pure-PyTorch reference (same results, much slower).
 
 Environment variables:
 
 ``FASTRCNN_EXTENSIONS_DIR``
-    Folder for the builds (one subfolder per library). Default: torch's, i.e. ``TORCH_EXTENSIONS_DIR`` or
-    ``~/.cache/torch_extensions/py<version>_<cuda>/``.
+    The cache folder. Default ``$XDG_CACHE_HOME/fastrcnn/ops``, else ``~/.cache/fastrcnn/ops``.
 ``FASTRCNN_BUILD_CUDA``
     ``auto`` (default): build the CUDA library on first use on a CUDA tensor. ``0``: never (CUDA tensors then
     use the slow reference, with a warning). ``1``: ``load_extension()`` builds it too, even with no GPU.
+``FASTRCNN_BUILD_LOCK_TIMEOUT``
+    Seconds to wait for another process's build (default 1200) before a BuildError names the lock file.
 ``TORCH_CUDA_ARCH_LIST``
-    GPU architectures to compile for. When unset and no GPU is visible, it is set to ``8.0;9.0+PTX`` for the
-    build (torch's detection needs a GPU). With a GPU, torch compiles for the visible ones.
+    GPU architectures to compile for. When unset: the visible GPUs', else (no GPU) ``8.0;9.0+PTX``.
 ``CUDA_HOME``
     The CUDA toolkit; found from ``nvcc`` on the PATH or ``/usr/local/cuda`` when unset.
 ``CXX``, ``MAX_JOBS``
-    The C++ compiler and the number of parallel compile jobs, as for any torch extension.
+    The C++ compiler (part of the build key) and the number of parallel compile jobs.
 ``FASTRCNN_VERBOSE_BUILD=1``
     Show the compiler commands and output.
 ``FASTRCNN_ROI_POOL_CACHE_MB``
@@ -42,10 +50,9 @@ Environment variables:
 The CUDA headers that ATen's CUDA headers include (``cusparse.h``, ``cublas_v2.h``) ship with torch's CUDA wheels
 in ``site-packages/nvidia/cu13/include`` (or ``cu12``); that folder is added to the include path when it exists.
 
-A crashed build can leave a ``lock`` file in the build folder. Recent torch locks with an OS lock that dies with
-its process, so the file is harmless; older torch waits while the file exists: a lock file older than an hour
-is then removed with a warning, and a younger one is waited for at most ``FASTRCNN_BUILD_LOCK_TIMEOUT`` seconds
-(default 1200) before a BuildError names it.
+Importing this module imports torch but not ``torch._dynamo`` (a second or more): :func:`native_available` is
+marked for ``torch.compile`` as ``torch.compiler.assume_constant_result`` would mark it, without importing the
+compiler (:func:`_assume_constant_result`).
 """
 
 from __future__ import annotations
@@ -58,10 +65,13 @@ import logging
 import os
 import shutil
 import sys
+import sysconfig
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -72,17 +82,30 @@ from fastrcnn_cli.errors import BuildError
 CSRC = Path(__file__).resolve().parent / "csrc"
 CPU_LIBRARY = "fastrcnn_roi_pool"
 CUDA_LIBRARY = "fastrcnn_roi_pool_cuda"
-CPU_SOURCES = ("roi_pool.cpp", "roi_pool_cpu.cpp")
+#: the sources of each library, in csrc/. A new operator adds its file here; every header in csrc/ is part of
+#: the build key whether listed or not.
+CPU_SOURCES = ("roi_pool.cpp", "roi_pool_cpu.cpp", "selective_search.cpp")
 CUDA_SOURCES = ("roi_pool_cuda.cpp", "roi_pool_cuda.cu")
-HEADERS = ("roi_pool_checks.h", "roi_pool_geometry.h", "roi_pool_cuda.h")
+HEADER_SUFFIXES = (".h", ".hpp", ".cuh")
+#: bump to invalidate every cached build (a change of the folder layout or of build.json)
+CACHE_FORMAT = 1
+BUILD_RECORD = "build.json"
 
 #: Architectures compiled for when no GPU is visible and TORCH_CUDA_ARCH_LIST is unset: A100 and H100 machine
 #: code, and PTX that newer GPUs compile when loading.
 DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
-STALE_LOCK_SECONDS = 3600.0
 
-#: Rough first-build times on a busy 2-core machine, for the notice.
-_ESTIMATE = {CPU_LIBRARY: "under a minute", CUDA_LIBRARY: "about a minute"}
+
+def _assume_constant_result(fn):  # noqa: ANN001, ANN202
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` (a second or more at start-up).
+
+    That decorator only sets this attribute (``torch._dynamo.decorators.assume_constant_result``); Dynamo reads it
+    when it meets the function while tracing, calls the function eagerly and uses its result as a constant.
+    tests/test_roi_pool.py checks that the attribute is still the one torch sets, and that a first call inside
+    ``torch.compile(fullgraph=True)`` works.
+    """
+    fn._dynamo_marked_constant = True
+    return fn
 
 
 @dataclass
@@ -128,7 +151,7 @@ def load_extension(with_cuda: bool | None = None) -> ExtensionState:
         return _state
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def native_available(device_type: str) -> bool:
     """True if the native kernels for ``device_type`` ("cpu", "cuda") are loaded, building them on first use.
 
@@ -143,7 +166,6 @@ def native_available(device_type: str) -> bool:
     return _load_for_device(device_type)
 
 
-@torch.compiler.disable
 def _load_for_device(device_type: str) -> bool:
     if device_type not in ("cpu", "cuda"):
         return False
@@ -258,7 +280,161 @@ def nvidia_include_dirs() -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# building
+# the build cache
+
+
+def cache_root() -> Path:
+    """The per-user folder that holds one folder per build key (``FASTRCNN_EXTENSIONS_DIR`` overrides it)."""
+    if os.environ.get("FASTRCNN_EXTENSIONS_DIR"):
+        return Path(os.environ["FASTRCNN_EXTENSIONS_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "fastrcnn" / "ops"
+
+
+def _build_flags(with_cuda: bool) -> dict:
+    flags: dict = {
+        "extra_cflags": ["-O3", "-fopenmp"],
+        "extra_ldflags": ["-fopenmp"],
+        "extra_include_paths": [str(CSRC)],
+    }
+    if with_cuda:
+        flags["extra_include_paths"].extend(str(p) for p in nvidia_include_dirs())
+        flags["extra_cuda_cflags"] = ["-O3"]
+    return flags
+
+
+def _portable_flags(flags: dict) -> dict:
+    """The flags with this checkout's and this environment's folders replaced by what they stand for, so that
+    every checkout and virtual environment of the same sources and torch shares a build."""
+    def portable(path: str) -> str:
+        if Path(path) == CSRC:
+            return "<csrc>"
+        parts = Path(path).parts
+        return "<nvidia>/" + "/".join(parts[-2:]) if "nvidia" in parts else path
+
+    out = dict(flags)
+    out["extra_include_paths"] = [portable(p) for p in flags.get("extra_include_paths", [])]
+    return out
+
+
+def _cuda_arch_list() -> str:
+    """The GPU architectures a CUDA build compiles for (see ``TORCH_CUDA_ARCH_LIST`` in the module docstring)."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return os.environ["TORCH_CUDA_ARCH_LIST"]
+    if torch.cuda.is_available():
+        caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return ";".join(f"{major}.{minor}" for major, minor in sorted(caps))
+    return DEFAULT_ARCH_LIST
+
+
+def _source_files(sources: tuple[str, ...]) -> list[str]:
+    headers = sorted(p.name for p in CSRC.iterdir() if p.suffix in HEADER_SUFFIXES)
+    return [*sources, *(h for h in headers if h not in sources)]
+
+
+def build_key(name: str, sources: tuple[str, ...], with_cuda: bool) -> dict:
+    """Everything a build of library ``name`` depends on (see the module docstring). Never imports
+    torch.utils.cpp_extension, so that loading a cached build stays cheap."""
+    digest = hashlib.sha256()
+    for file in _source_files(sources):
+        digest.update(file.encode() + b"\0")
+        try:
+            digest.update((CSRC / file).read_bytes())
+        except OSError as exc:
+            raise BuildError(f"a source of the native operators is missing or unreadable: {exc}", CSRC / file) from None
+        digest.update(b"\0")
+    compiler = os.environ.get("CXX", "c++")
+    key = {
+        "format": CACHE_FORMAT,
+        "library": name,
+        "sources": digest.hexdigest(),
+        "torch": torch.__version__,
+        "torch_git": getattr(torch.version, "git_version", ""),
+        "python": f"{sys.implementation.cache_tag}{getattr(sys, 'abiflags', '')}",
+        "platform": sysconfig.get_platform(),
+        "compiler": [compiler, os.path.realpath(shutil.which(compiler) or compiler)],
+        "flags": _portable_flags(_build_flags(with_cuda)),
+        "device": "cpu",
+    }
+    if with_cuda:
+        home = find_cuda_home()
+        key["device"] = f"cuda {torch.version.cuda}"
+        key["cuda_toolkit"] = os.path.realpath(home) if home else None
+        key["cuda_arch"] = _cuda_arch_list()
+    return key
+
+
+def build_folder(name: str, key: dict) -> Path:
+    """``<cache>/<library>-<python>-torch<version>-<16 hex digits of the key>``: readable and unique per key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    torch_version = torch.__version__.replace("+", "_")
+    return cache_root() / f"{name}-{sys.implementation.cache_tag}-torch{torch_version}-{digest}"
+
+
+def _read_record(folder: Path) -> dict:
+    try:
+        return json.loads((folder / BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_complete(folder: Path, name: str, key: dict) -> bool:
+    """A finished build of this key: its record (written last, before the folder was renamed into place) names
+    the same key, and the library is there with the recorded size."""
+    record = _read_record(folder)
+    library = folder / f"{name}.so"
+    try:
+        return record.get("key") == key and library.stat().st_size == record.get("bytes")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """An OS file lock for one build folder: a second process waits here while the first compiles."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(folder.with_name(folder.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        timeout = float(os.environ.get("FASTRCNN_BUILD_LOCK_TIMEOUT", "1200"))
+        console.info(f"waiting for another process that is compiling the native operators ({folder.name})…")
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise BuildError(
+                f"another process has been compiling the native operators for more than {timeout:.0f} s (lock "
+                f"{lock.lock_file}); if none is running, delete {folder} and its .lock file and try again"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _discard(folder: Path) -> None:
+    """Remove a build folder that must not be used (incomplete, damaged): renamed away first, so that no process
+    ever sees it half deleted."""
+    if not folder.exists():
+        return
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}-{time.time_ns()}")
+    with contextlib.suppress(OSError):
+        folder.rename(trash)
+        folder = trash
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Temporary folders of interrupted builds of this key (called with its lock held, so none is in use)."""
+    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.parent.glob(f".trash-{folder.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building and loading
 
 
 def _cpp_extension():
@@ -273,86 +449,114 @@ def _cpp_extension():
     return cpp_extension
 
 
-def build_root() -> Path:
-    """The folder that holds one build folder per library."""
-    if os.environ.get("FASTRCNN_EXTENSIONS_DIR"):
-        return Path(os.environ["FASTRCNN_EXTENSIONS_DIR"]).expanduser()
-    if os.environ.get("TORCH_EXTENSIONS_DIR"):
-        return Path(os.environ["TORCH_EXTENSIONS_DIR"]).expanduser()
-    accel = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
-    python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
-    return Path(_cpp_extension().get_default_build_root()) / f"{python}_{accel}"
-
-
-def _build_flags(with_cuda: bool) -> dict:
-    cflags = ["-O3", "-fopenmp"]
-    include = [str(CSRC)]
-    flags: dict = {
-        "extra_cflags": cflags,
-        "extra_ldflags": ["-fopenmp"],
-        "extra_include_paths": include,
-    }
-    if with_cuda:
-        include.extend(str(p) for p in nvidia_include_dirs())
-        flags["extra_cuda_cflags"] = ["-O3"]
-    return flags
-
-
-def _fingerprint(name: str, sources: tuple[str, ...], flags: dict, arch: str | None) -> str:
-    digest = hashlib.sha256()
-    for part in (name, torch.__version__, sys.version, json.dumps(flags, sort_keys=True), arch or ""):
-        digest.update(part.encode())
-    for file in (*sources, *HEADERS):
-        digest.update((CSRC / file).read_bytes())
-    return digest.hexdigest()
-
-
 def _build_and_load(name: str, sources: tuple[str, ...], with_cuda: bool) -> None:
+    """Load library ``name`` from the cache, compiling it first if this build key has no finished build."""
+    key = build_key(name, sources, with_cuda)
+    folder = build_folder(name, key)
+    tried = _is_complete(folder, name, key)
+    if tried and _load_library(name, folder, fail_quietly=True):
+        return
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot create the cache folder for the native operators: {exc}", folder.parent) from None
+    with _build_lock(folder):
+        # finished meanwhile by the process we waited for; a build that would not load is compiled again
+        if not tried and _is_complete(folder, name, key) and _load_library(name, folder, fail_quietly=True):
+            return
+        _discard(folder)
+        _remove_leftovers(folder)
+        _compile(name, sources, with_cuda, key, folder)
+
+
+def _load_library(name: str, folder: Path, fail_quietly: bool = False) -> bool:
+    library = folder / f"{name}.so"
+    try:
+        torch.ops.load_library(str(library))
+    except (OSError, RuntimeError) as exc:
+        if fail_quietly:
+            console.warn(f"the cached build {library} cannot be loaded ({exc}); compiling it again")
+            return False
+        raise BuildError(f"the freshly compiled {library} cannot be loaded: {exc}") from None
+    _state.paths[name] = str(library)
+    return True
+
+
+def _compile(name: str, sources: tuple[str, ...], with_cuda: bool, key: dict, folder: Path) -> None:
+    """Compile into a temporary folder next to ``folder``, record the build, rename it into place, load it."""
     cpp_extension = _cpp_extension()
     flags = _build_flags(with_cuda)
-    build_dir = build_root() / name
-    try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BuildError(f"cannot create the build folder for the RoI pooling operator: {exc}", build_dir) from None
     verbose = os.environ.get("FASTRCNN_VERBOSE_BUILD", "") not in ("", "0")
-    with _build_environment(cpp_extension, with_cuda) as arch:
+    what = "the CUDA kernels of the native operators" if with_cuda else "the native operators (RoI pooling, C++)"
+    with _build_environment(cpp_extension, with_cuda):
         _check_tools(cpp_extension)
-        _wait_for_lock(cpp_extension, build_dir)
-        fingerprint = _fingerprint(name, sources, flags, arch)
-        stamp = build_dir / "fastrcnn-build.json"
-        library = build_dir / f"{name}.so"
-        fresh = library.exists() and _read_stamp(stamp).get("fingerprint") == fingerprint
-        if not fresh:
-            what = "the CUDA RoI pooling operator" if with_cuda else "the RoI pooling operator"
-            console.info(f"compiling {what} (first use only, {_ESTIMATE[name]})…")
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+        console.info(
+            f"compiling {what} for torch {torch.__version__}, Python {sys.version_info.major}."
+            f"{sys.version_info.minor}: once per machine, about a minute on 2 cores (cache: {folder})…"
+        )
         started = time.perf_counter()
         try:
             cpp_extension.load(
                 name=name,
                 sources=[str(CSRC / s) for s in sources],
-                build_directory=str(build_dir),
+                build_directory=str(tmp),
                 with_cuda=with_cuda,
                 is_python_module=False,
                 verbose=verbose,
                 **flags,
             )
         except (RuntimeError, OSError, ImportError, ValueError, IndexError) as exc:
-            raise BuildError(_explain_failure(name, exc, build_dir)) from None
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BuildError(_explain_failure(name, exc, folder.with_name(folder.name + ".build-error.log"))) from None
+        except BaseException:  # Ctrl-C: the temporary folder is never used; the next build removes it
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         seconds = time.perf_counter() - started
-        if not fresh:
-            _state.build_seconds[name] = seconds
-            _write_stamp(stamp, {"fingerprint": fingerprint, "build_seconds": round(seconds, 1), "arch": arch})
-        _state.paths[name] = str(library)
+        built = _find_built_library(tmp, name)
+        built.rename(tmp / f"{name}.so")  # torch names it name_vN when a process builds a name twice
+        record = {
+            "key": key,
+            "bytes": (tmp / f"{name}.so").stat().st_size,
+            "build_seconds": round(seconds, 1),
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_by": sys.executable,
+        }
+        (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp made it private; the cache is the user's, readable as any cache
+        os.replace(tmp, folder)  # atomic: other processes see no folder or a finished one
+    _state.build_seconds[name] = seconds
+    _state.paths[name] = str(folder / f"{name}.so")
+    console.info(f"compiled {what} in {seconds:.1f} s")
+
+
+def _find_built_library(tmp: Path, name: str) -> Path:
+    candidates = sorted(tmp.glob(f"{name}*.so"))
+    if not candidates:
+        raise BuildError(f"the build of {name} in {tmp} produced no library")
+    return candidates[0]
+
+
+def cached_builds() -> list[dict]:
+    """The finished builds in the cache: folder, library, build seconds, when, torch and Python of each."""
+    root = cache_root()
+    found = []
+    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        record = _read_record(folder) if folder.is_dir() and not folder.name.startswith(".") else {}
+        if record:
+            key = record.get("key", {})
+            found.append({"folder": str(folder), "library": key.get("library"), "torch": key.get("torch"),
+                          "python": key.get("python"), "device": key.get("device"),
+                          "build_seconds": record.get("build_seconds"), "built_at": record.get("built_at")})
+    return found
 
 
 @contextlib.contextmanager
-def _build_environment(cpp_extension, with_cuda: bool) -> Iterator[str | None]:
+def _build_environment(cpp_extension, with_cuda: bool) -> Iterator[None]:
     """PATH with this interpreter's bin folder (ninja of a venv that is not activated); for CUDA builds
-    CUDA_HOME and, with no GPU visible, TORCH_CUDA_ARCH_LIST. Restored afterwards. Yields the arch list."""
+    CUDA_HOME and, with no GPU visible, TORCH_CUDA_ARCH_LIST. Restored afterwards."""
     saved = {key: os.environ.get(key) for key in ("PATH", "CUDA_HOME", "TORCH_CUDA_ARCH_LIST")}
     saved_home = getattr(cpp_extension, "CUDA_HOME", None)
-    arch = None
     try:
         bin_dirs = [str(Path(sys.executable).parent)]
         with contextlib.suppress(ImportError, AttributeError):
@@ -367,10 +571,8 @@ def _build_environment(cpp_extension, with_cuda: bool) -> Iterator[str | None]:
             if home is not None:
                 os.environ["CUDA_HOME"] = str(home)
                 cpp_extension.CUDA_HOME = str(home)  # computed at import time, possibly wrongly (wrapper nvcc)
-            if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-                os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
-            arch = os.environ.get("TORCH_CUDA_ARCH_LIST") or "visible GPUs"
-        yield arch
+            os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_arch_list()
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -385,73 +587,24 @@ def _check_tools(cpp_extension) -> None:
     compiler = cpp_extension.get_cxx_compiler() if hasattr(cpp_extension, "get_cxx_compiler") else "c++"
     if shutil.which(compiler) is None:
         raise BuildError(
-            f"no C++ compiler found (looked for {compiler!r}): the RoI pooling operator is compiled on first use. "
-            "Install g++ (e.g. apt-get install g++) or set CXX."
+            f"no C++ compiler found (looked for {compiler!r}): the native operators are compiled once, on first "
+            "use or with `fastrcnn build-ops`. Install g++ (e.g. apt-get install g++) or set CXX."
         )
     if shutil.which("ninja") is None:
-        raise BuildError("ninja is not installed: the RoI pooling operator is compiled with it. pip install ninja")
+        raise BuildError("ninja is not installed: the native operators are compiled with it. pip install ninja")
 
 
-def _wait_for_lock(cpp_extension, build_dir: Path) -> None:
-    lock = build_dir / "lock"
-    if not lock.exists():
-        return
-    if hasattr(cpp_extension, "FileLock"):
-        # an OS lock: the file alone means nothing; a held lock means another process is building
-        try:
-            from filelock import FileLock, Timeout
-
-            with FileLock(str(lock), timeout=0):
-                return
-        except Timeout:
-            console.info(f"waiting for another process that is building the RoI pooling operator ({lock})…")
-        except Exception:  # noqa: BLE001 - the check is advisory only
-            return
-        return
-    # older torch: the file's existence blocks every build
-    age = time.time() - lock.stat().st_mtime
-    if age > STALE_LOCK_SECONDS:
-        console.warn(f"removing a stale lock file left by a crashed build ({lock}, {age / 3600:.1f} h old)")
-        with contextlib.suppress(OSError):
-            lock.unlink()
-        return
-    timeout = float(os.environ.get("FASTRCNN_BUILD_LOCK_TIMEOUT", "1200"))
-    console.info(f"waiting for another build of the RoI pooling operator to finish (lock file {lock})…")
-    waited = 0.0
-    while lock.exists():
-        if waited > timeout:
-            raise BuildError(
-                f"the build folder is locked by {lock} for more than {timeout:.0f} s. If no other build is "
-                "running (a crashed build leaves this file behind), delete the file and try again."
-            )
-        time.sleep(0.5)
-        waited += 0.5
-
-
-def _explain_failure(name: str, exc: BaseException, build_dir: Path) -> str:
+def _explain_failure(name: str, exc: BaseException, log: Path) -> str:
     text = str(exc).strip()
     lines = text.splitlines()
     errors = [line for line in lines if "error" in line.lower()]
     shown = "\n".join((errors or lines)[-12:])
-    log = build_dir / "build-error.log"
     with contextlib.suppress(OSError):
         log.write_text(text + "\n")
     return (
-        f"could not build the native RoI pooling operator ({name}) in {build_dir}:\n{shown}\n"
+        f"could not build the native operators ({name}):\n{shown}\n"
         f"(full output in {log}; FASTRCNN_VERBOSE_BUILD=1 shows the compiler commands)"
     )
-
-
-def _read_stamp(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_stamp(path: Path, data: dict) -> None:
-    with contextlib.suppress(OSError):
-        path.write_text(json.dumps(data) + "\n")
 
 
 def _warn_once(key: str, message: str) -> None:

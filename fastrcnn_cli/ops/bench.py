@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-IMPLEMENTATIONS = ("fastrcnn", "torchvision", "reference")
+#: "fastrcnn-no-argmax": our operator's inference form (``roi_pool_inference``), forward only
+IMPLEMENTATIONS = ("fastrcnn", "fastrcnn-no-argmax", "torchvision", "reference")
 PHASES = ("forward", "forward_backward")
 
 
@@ -66,6 +67,8 @@ class RoIPoolBenchmark:
     skipped: dict[str, str] = field(default_factory=dict)
     #: forward output and argmax of fastrcnn identical to torchvision's (None if either was not run)
     matches_torchvision: bool | None = None
+    #: output of the inference form (no argmax) bit-identical to the forward's (None if either was not run)
+    no_argmax_identical: bool | None = None
 
     def speedup(self, phase: str, baseline: str = "torchvision", impl: str = "fastrcnn") -> float | None:
         """How many times faster ``impl`` is than ``baseline`` (ratio of medians), or None."""
@@ -78,6 +81,7 @@ class RoIPoolBenchmark:
         data = asdict(self)
         data["speedup_vs_torchvision"] = {phase: self.speedup(phase) for phase in PHASES}
         data["speedup_vs_reference"] = {phase: self.speedup(phase, baseline="reference") for phase in PHASES}
+        data["no_argmax_speedup"] = self.speedup("forward", baseline="fastrcnn", impl="fastrcnn-no-argmax")
         return data
 
 
@@ -144,6 +148,11 @@ def benchmark_roi_pool(
                 result.skipped[name] = "the native operator could not be built or loaded"
                 continue
             candidates[name] = lambda x: torch.ops.fastrcnn.roi_pool(x, rois, spatial_scale, ph, pw)
+        elif name == "fastrcnn-no-argmax":
+            if not _extension.native_available(device.type):
+                result.skipped[name] = "the native operator could not be built or loaded"
+                continue
+            candidates[name] = lambda x: (torch.ops.fastrcnn.roi_pool_inference(x, rois, spatial_scale, ph, pw), None)
         elif name == "torchvision":
             try:
                 import torchvision  # noqa: F401
@@ -164,6 +173,13 @@ def benchmark_roi_pool(
             theirs, theirs_arg = candidates["torchvision"](features)
         result.matches_torchvision = bool(torch.equal(ours, theirs) and torch.equal(ours_arg, theirs_arg))
         del ours, ours_arg, theirs, theirs_arg
+    if "fastrcnn" in candidates and "fastrcnn-no-argmax" in candidates:
+        with torch.no_grad():
+            ours, _ = candidates["fastrcnn"](features)
+            lean, _ = candidates["fastrcnn-no-argmax"](features)
+        # bit for bit (NaN-free random input): the same compare/select without the index
+        result.no_argmax_identical = bool(torch.equal(ours.contiguous().view(torch.uint8), lean.contiguous().view(torch.uint8)))
+        del ours, lean
 
     def forward(fn):
         def run():
@@ -182,7 +198,7 @@ def benchmark_roi_pool(
         return run
 
     for phase, make in (("forward", forward), ("forward_backward", forward_backward)):
-        fns = {name: make(fn) for name, fn in candidates.items()}
+        fns = {name: make(fn) for name, fn in candidates.items() if phase == "forward" or name != "fastrcnn-no-argmax"}
         times: dict[str, list[float]] = {name: [] for name in fns}
         for name, fn in fns.items():
             for _ in range(0 if name == "reference" else warmup):
@@ -259,6 +275,11 @@ def print_benchmark(result: RoIPoolBenchmark) -> None:
     if result.matches_torchvision is not None:
         verdict = "identical to" if result.matches_torchvision else "DIFFERENT from"
         console.info(f"fastrcnn's forward output and argmax are {verdict} torchvision's.")
+    if result.no_argmax_identical is not None:
+        verdict = "bit-identical to" if result.no_argmax_identical else "DIFFERENT from"
+        ratio = result.speedup("forward", baseline="fastrcnn", impl="fastrcnn-no-argmax")
+        console.info(f"fastrcnn's forward without argmax (inference) is {verdict} the one with argmax"
+                     + (f", {ratio:.2f}x as fast." if ratio else "."))
 
 
 def main(argv: Sequence[str] | None = None) -> RoIPoolBenchmark:

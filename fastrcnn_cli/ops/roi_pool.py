@@ -91,8 +91,10 @@ def roi_pool(
     if input.is_cuda and not torch.compiler.is_compiling():
         check_rois(rois, input.shape[0], spatial_scale)
     if _extension.native_available(input.device.type):
-        output, _ = torch.ops.fastrcnn.roi_pool(input, rois, spatial_scale, ph, pw)
-        return output
+        if _needs_argmax(input):
+            output, _ = torch.ops.fastrcnn.roi_pool(input, rois, spatial_scale, ph, pw)
+            return output
+        return torch.ops.fastrcnn.roi_pool_inference(input, rois, spatial_scale, ph, pw)
     output, _ = roi_pool_reference(input, rois, (ph, pw), spatial_scale)
     return output
 
@@ -141,6 +143,33 @@ def check_rois(rois: Tensor, batch_size: int, spatial_scale: float) -> None:
     raise ValueError(f"roi_pool: rois[{k}] has a non-finite or huge coordinate ({bad:g})")
 
 
+def register_onnx_symbolic(opset: int) -> None:
+    """Teach torch.onnx's TorchScript-based exporter (``dynamo=False``) to write ``torch.ops.fastrcnn.roi_pool``
+    as the standard ONNX ``MaxRoiPool`` (rois [K, 5]: batch index, x1, y1, x2, y2; ``pooled_shape``,
+    ``spatial_scale``), so an exported model needs no custom domain. The argmax output has no ONNX counterpart
+    (it only serves the backward). ONNX Runtime's MaxRoiPool kernel does Caffe's arithmetic (C ``round`` of the
+    scaled corners, +1 sizes, float bins, floor / ceil, empty bins 0): see :mod:`fastrcnn_cli.export`."""
+    from torch.onnx import register_custom_op_symbolic
+    from torch.onnx.symbolic_helper import parse_args
+
+    @parse_args("v", "v", "f", "i", "i")
+    def symbolic(g, input, rois, spatial_scale, pooled_height, pooled_width):  # noqa: ANN001, ANN202
+        pooled = g.op("MaxRoiPool", input, rois, pooled_shape_i=[pooled_height, pooled_width],
+                      spatial_scale_f=spatial_scale)
+        return pooled, None
+
+    register_custom_op_symbolic("fastrcnn::roi_pool", symbolic, opset)
+
+
+def _needs_argmax(input: Tensor) -> bool:
+    """Whether the forward must keep the argmax: a gradient will flow to ``input``. Otherwise (inference, or
+    ``torch.no_grad``) ``roi_pool_inference`` gives the same values without computing or writing it. Tracing
+    for export keeps ``roi_pool`` (the operator the exporters know)."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    return torch.is_grad_enabled() and input.requires_grad
+
+
 def _describe(x: object) -> str:
     if isinstance(x, Tensor):
         return f"a tensor of shape {tuple(x.shape)}"
@@ -167,6 +196,13 @@ def _register_python_parts() -> None:
         torch._check(input.dtype == rois.dtype, lambda: "roi_pool: input and rois must have the same dtype")
         shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
         return input.new_empty(shape), input.new_empty(shape, dtype=torch.int32)
+
+    @torch.library.register_fake("fastrcnn::roi_pool_inference")
+    def _roi_pool_inference_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+        torch._check(input.dim() == 4, lambda: "roi_pool: input must be [N, C, H, W]")
+        torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "roi_pool: rois must be [K, 5]")
+        torch._check(input.dtype == rois.dtype, lambda: "roi_pool: input and rois must have the same dtype")
+        return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
 
     @torch.library.register_fake("fastrcnn::roi_pool_backward")
     def _roi_pool_backward_fake(

@@ -13,8 +13,12 @@ folder, fsync, rename), by the worker process that computed it, as soon as it is
 moment (Ctrl-C, ``kill -9``, power loss) therefore leaves only complete per-image files plus, at worst, a
 stray ``.<name>.*.tmp`` file that later runs ignore and clean up; the next run computes only the images
 without a file. No separate manifest is needed: the presence of a valid ``boxes/<id>.npz`` *is* the
-record that an image is done, so there is nothing that can disagree with the files. Several processes
-(shards on one machine) may even share a folder: each file is complete or absent.
+record that an image is done, so there is nothing that can disagree with the files. Several runs may
+share a folder at once: each file is complete or absent, and a per-image claim
+(:mod:`fastrcnn_cli.proposals.claims`) makes them share the work instead of each computing every image.
+A cache file that cannot be written (disk full, read-only folder) stops the run with one message naming
+it; the images already written are kept. Worker processes die with their parent, ``kill -9`` included
+(:mod:`fastrcnn_cli.proposals.lifetime`).
 
 Checks on reuse: a folder whose ``proposals.json`` records other settings (mode, max side, top, min
 size) or another source is refused with a message naming both and the way out (another ``--cache`` or
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastrcnn_cli.errors import InputError
+from fastrcnn_cli.errors import InputError, OutputError
 from fastrcnn_cli.proposals.selective_search import (
     RAND_SEED,
     ProposalSettings,
@@ -64,6 +68,11 @@ SOURCE_IMPORTED = "imported"
 BOX_CONVENTION = "x1, y1, x2, y2: float32, 0-based, inclusive pixels of the original image"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 _STALE_TMP_SECONDS = 600
+
+
+def _is_temporary(name: str) -> bool:
+    """A file :func:`fastrcnn_cli.io.atomic_write` is writing (or a killed run left)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 class CacheMismatchError(InputError):
@@ -168,7 +177,8 @@ class ProposalCache:
         path = Path(path)
         meta_file = path / META_FILE
         if not meta_file.is_file():
-            if path.is_dir() and any(p for p in path.iterdir() if p.name not in (BOXES_DIR,)):
+            # (another run creating the cache at this moment may have a temporary file here)
+            if path.is_dir() and any(p for p in path.iterdir() if p.name != BOXES_DIR and not _is_temporary(p.name)):
                 raise InputError(
                     f"not a fastrcnn proposal cache (no {META_FILE}) and not empty; choose another --cache folder",
                     path,
@@ -308,23 +318,48 @@ def read_entry(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | 
 # ---------------------------------------------------------------------------------------------------------
 # computing
 
+#: (image id, image path, cache file, settings dict[, (width, height) the cache file must record])
+Task = tuple[Any, ...]
 
-def _work(task: tuple[str, str, str, dict[str, Any]]) -> dict[str, Any]:
-    """Worker: Selective Search on one image, written to the cache. Never raises (errors are returned)."""
-    image_id, image_path, out_file, settings_dict = task
+
+def _work(task: Task) -> dict[str, Any]:
+    """Worker: Selective Search on one image, written to the cache. Never raises (errors are returned).
+
+    ``task`` is (image id, image path, cache file, settings dict[, (width, height)]). The image is claimed
+    first (:mod:`fastrcnn_cli.proposals.claims`): when another run is computing it, ``{"claimed": True}``
+    comes back at once; when another run finished it meanwhile, its boxes come back. A cache file that
+    cannot be written (disk full, read-only folder) is ``"fatal"``: every later image would fail the same way.
+    """
+    from fastrcnn_cli.errors import OutputError
+    from fastrcnn_cli.proposals.claims import try_claim
+
+    image_id, image_path, out_file, settings_dict = task[:4]
+    size_wanted = tuple(task[4]) if len(task) > 4 and task[4] is not None else None
     timing = Timing()
     t0 = time.perf_counter()
     c0 = time.process_time()
+    claim = try_claim(out_file) if out_file else None
+    if out_file and claim is None:
+        return {"id": image_id, "claimed": True}
     try:
+        if size_wanted is not None:
+            done = read_entry(Path(out_file), size_wanted)  # finished by another run since this one looked
+            if done is not None:
+                return {"id": image_id, "boxes": done, "size": size_wanted, "shared": True}
         settings = ProposalSettings.from_dict(settings_dict)
         boxes, size = proposals_for_file(image_path, settings, timing)
         write_entry(Path(out_file), image_id, boxes, size)
+    except OutputError as exc:
+        return {"id": image_id, "error": str(exc), "fatal": True}
     except InputError as exc:
         return {"id": image_id, "error": str(exc)}
     except MemoryError:
         return {"id": image_id, "error": f"{image_path}: out of memory"}
     except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
         return {"id": image_id, "error": f"{image_path}: {exc.__class__.__name__}: {exc}"}
+    finally:
+        if claim is not None:
+            claim.release()
     return {
         "id": image_id,
         "boxes": boxes,
@@ -361,6 +396,7 @@ class ProposalRun:
     image_seconds: list[float] = field(default_factory=list)  #: per computed image, inside its worker
     image_cpu_seconds: list[float] = field(default_factory=list)  #: the same in CPU time (load-independent)
     interrupted: bool = False
+    shared: int = 0  #: computed meanwhile by another run on the same cache
 
     @property
     def seconds_per_image_per_worker(self) -> float | None:
@@ -388,6 +424,7 @@ class ProposalRun:
             "computed": self.computed,
             "failed": [f.to_dict() for f in self.failed],
             "recomputed_stale": self.stale,
+            "computed_by_another_run": self.shared,
             "workers": self.workers,
             "seconds": round(self.wall_seconds, 3),
             "seconds_per_image_per_worker": None if spi is None else round(spi, 4),
@@ -532,27 +569,85 @@ def run_proposals(
         )
     # largest images first, so that no worker is left with a big one while the others are idle at the end
     todo.sort(key=lambda r: -_search_area(r.width, r.height, settings.max_side))
-    tasks = [(r.id, str(r.image_path), str(cache.file_for(r.id)), settings.to_dict()) for r in todo]
+    by_id = {r.id: r for r in todo}
     start = time.perf_counter()
     try:
-        with _Reporter("proposals", len(tasks), show_progress) as reporter:
-            for result in _execute(tasks, run.workers):
-                _collect(run, result)
-                reporter.advance()
+        with _Reporter("proposals", len(todo), show_progress) as reporter:
+            waiting = _compute(run, cache, [_task(cache, r, settings) for r in todo], reporter)
+            announced = 0
+            while waiting:  # images another run is computing: wait for its files, or take them over
+                if log and len(waiting) != announced:
+                    err.print(f"waiting for {len(waiting)} images that another run is computing in {cache.path}")
+                    announced = len(waiting)
+                time.sleep(CLAIM_POLL_SECONDS)
+                waiting = _compute(run, cache, [_task(cache, by_id[i], settings) for i in waiting], reporter,
+                                   shared_only=True)
     except KeyboardInterrupt:
         run.interrupted = True
         run.wall_seconds = time.perf_counter() - start
         if log:
-            wanted = {file_name(r.id) for r in records}
-            done = len(wanted & cache.file_names())
             err.print(
-                f"interrupted: {done} of {run.total} images are in {cache.path}; "
+                f"interrupted: {_done(records, cache)} of {run.total} images are in {cache.path}; "
                 "run the same command again to resume"
             )
         raise
+    except OutputError as exc:
+        raise OutputError(
+            f"{exc}. The proposal run stopped: {_done(records, cache)} of {run.total} images are in the cache; "
+            "make room (or fix the folder) and run the same command again to resume"
+        ) from None
     run.wall_seconds = time.perf_counter() - start
     run.proposals = {r.id: run.proposals[r.id] for r in records if r.id in run.proposals}  # split order
     return run
+
+
+#: how often a run looks for the files of images that another run claimed
+CLAIM_POLL_SECONDS = 0.5
+
+
+def _task(cache: ProposalCache, record: ImageRecord, settings: ProposalSettings) -> Task:
+    return (record.id, str(record.image_path), str(cache.file_for(record.id)), settings.to_dict(),
+            (int(record.width), int(record.height)))
+
+
+def _done(records: Sequence[ImageRecord], cache: ProposalCache) -> int:
+    return len({file_name(r.id) for r in records} & cache.file_names())
+
+
+def _compute(
+    run: ProposalRun, cache: ProposalCache, tasks: list[Task], reporter: _Reporter, *, shared_only: bool = False
+) -> list[str]:
+    """Run ``tasks`` (with ``shared_only``: only those whose claim is gone, the rest are looked up); record
+    the results in ``run``; return the ids still claimed by another run. Raises :class:`OutputError` when a
+    cache file cannot be written."""
+    from fastrcnn_cli.proposals.claims import claim_path, is_active
+
+    waiting: list[str] = []
+    if shared_only:
+        todo = []
+        for task in tasks:
+            image_id, size = task[0], task[4]
+            boxes = cache.load(image_id, size)
+            if boxes is not None:
+                run.proposals[image_id] = boxes
+                run.shared += 1
+                reporter.advance()
+            elif is_active(claim_path(task[2])):
+                waiting.append(image_id)
+            else:  # the other run failed on it, or died: compute it here
+                todo.append(task)
+        tasks = todo
+    if not tasks:
+        return waiting
+    for result in _execute(tasks, run.workers):
+        if result.get("claimed"):
+            waiting.append(result["id"])
+            continue
+        if result.get("fatal"):
+            raise OutputError(result["error"])
+        _collect(run, result)
+        reporter.advance()
+    return waiting
 
 
 def _search_area(width: int, height: int, max_side: int) -> int:
@@ -567,12 +662,12 @@ def _collect(run: ProposalRun, result: dict[str, Any]) -> None:
         run.failed.append(Failure(result["id"], result["error"]))
         return
     run.proposals[result["id"]] = result["boxes"]
+    if result.get("shared"):  # finished by another run sharing the cache
+        run.shared += 1
+        return
     run.computed += 1
     run.image_seconds.append(float(result["seconds"]))
     run.image_cpu_seconds.append(float(result["cpu_seconds"]))
-
-
-Task = tuple[str, str, str, dict[str, Any]]
 
 
 def _execute(tasks: list[Task], workers: int, work: Any = None) -> Iterable[dict[str, Any]]:
@@ -616,11 +711,9 @@ def _pool_results(tasks: list[Task], workers: int, work: Any) -> Iterable[tuple[
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    from fastrcnn_cli.proposals.selective_search import init_worker
-
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
+        initializer=_init_worker, initargs=(os.getpid(),),
     )
     try:
         futures = {executor.submit(work, task): task for task in tasks}
@@ -640,6 +733,16 @@ def _pool_results(tasks: list[Task], workers: int, work: Any) -> Iterable[tuple[
             process.join(timeout=10)
         raise
     executor.shutdown(wait=True)
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Initialiser of the worker processes: one OpenCV thread each, Ctrl-C left to the parent, and death
+    with the parent (even by ``kill -9``), so that no worker is left behind."""
+    from fastrcnn_cli.proposals.lifetime import die_with_parent
+    from fastrcnn_cli.proposals.selective_search import init_worker
+
+    die_with_parent(parent_pid)
+    init_worker()
 
 
 def print_failures(run_failed: Sequence[Failure]) -> None:

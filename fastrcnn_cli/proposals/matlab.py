@@ -84,10 +84,21 @@ def _other(layout: str) -> str:
 
 
 def check_and_clean(
-    boxes: np.ndarray, size: tuple[int, int] | None, layout: str, where: str, path: Path | None = None
+    boxes: np.ndarray, size: tuple[int, int] | None, layout: str | None, where: str, path: Path | None = None
 ) -> np.ndarray:
-    """Check converted boxes against the image size (wrong layout -> clear error); clip, drop duplicates."""
+    """Check converted boxes against the image size (wrong layout -> clear error); clip, drop duplicates.
+
+    The same rules for every proposal file (.mat and .npy): NaN or infinite coordinates are refused, naming
+    the file; boxes reaching outside the image are clipped when they are few and refused when they are many
+    (a wrong layout). ``layout`` None: a file without a layout choice (.npy), so no --mat-layout hint."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    broken = ~np.isfinite(boxes).all(axis=1)
+    if broken.any():
+        raise InputError(
+            f"{where}: {int(broken.sum())} of {len(boxes)} boxes have NaN or infinite coordinates "
+            f"(e.g. x1 y1 x2 y2 = {boxes[broken][0].tolist()})",
+            path,
+        )
     if size is not None and len(boxes):
         w, h = size
         outside = (
@@ -95,10 +106,15 @@ def check_and_clean(
         )
         if outside.mean() > _OUTSIDE_TOLERANCE:
             worst = boxes[outside][0]
+            hint = (
+                f" after reading the file as {layout}); the coordinate layout is probably wrong: try --mat-layout "
+                f"{_other(layout)}"
+                if layout is not None
+                else "); boxes must be x1 y1 x2 y2, 0-based pixels of this image"
+            )
             raise InputError(
                 f"{where}: {int(outside.sum())} of {len(boxes)} boxes reach outside the {w} x {h} image "
-                f"(e.g. x1 y1 x2 y2 = {worst.round(1).tolist()} after reading the file as {layout}); "
-                f"the coordinate layout is probably wrong: try --mat-layout {_other(layout)}",
+                f"(e.g. x1 y1 x2 y2 = {worst.round(1).tolist()}{hint}",
                 path,
             )
         boxes = clip_boxes(boxes, w, h)

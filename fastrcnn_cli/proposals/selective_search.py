@@ -50,8 +50,14 @@ wall time and no throughput. So data sets are processed by one worker *process* 
 oversubscribing them; a single image (the command line's image mode, or a caller in-process) keeps
 OpenCV's default thread count, where the threads do shorten its wall time a little.
 
+**Proposers.** ``ProposalSettings.proposer`` chooses whose Selective Search runs: ``opencv`` (the default,
+the reference every result so far was measured with) or ``native``, ours
+(:mod:`fastrcnn_cli.proposals.native`: the same algorithm and choices in the project's C++ extension, several
+times faster, with every core on one image, and its own seeded ranking). Steps 1 and 3-5 are the same for
+both.
+
 This module imports neither torch nor the rest of the package's heavy modules, so worker processes start
-quickly.
+quickly (the native proposer imports torch when first used).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ import numpy as np
 from fastrcnn_cli.errors import InputError
 
 MODES = ("fast", "quality")
+PROPOSERS = ("opencv", "native")
 #: seed given to the C library's srand() before every Selective Search call (glibc's default seed)
 RAND_SEED = 1
 #: images with more pixels than this are refused (OpenCV's own decoder limit is 2**30)
@@ -91,17 +98,25 @@ class ProposalSettings:
     max_side: int = 500  #: Selective Search runs on a copy whose longer side is at most this
     top: int = 2000  #: keep at most this many boxes, in OpenCV's order
     min_size: int = 20  #: minimum box width and height, in original pixels
+    proposer: str = "opencv"  #: "opencv" | "native" (ours, :mod:`fastrcnn_cli.proposals.native`)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"unknown proposal mode {self.mode!r} (choose {' or '.join(MODES)})")
+        if self.proposer not in PROPOSERS:
+            raise InputError(f"unknown proposer {self.proposer!r} (choose {' or '.join(PROPOSERS)})")
         for name, low in (("max_side", 16), ("top", 1), ("min_size", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise InputError(f"proposal setting {name} must be an integer >= {low}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (int(v) if not isinstance(v, str) else v) for k, v in asdict(self).items()}
+        """The settings as recorded in caches and checkpoints. ``proposer`` is left out when it is the default
+        (``opencv``), so caches and checkpoints made before it existed keep matching their settings."""
+        data = {k: (int(v) if not isinstance(v, str) else v) for k, v in asdict(self).items()}
+        if data["proposer"] == "opencv":
+            del data["proposer"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProposalSettings:
@@ -112,7 +127,8 @@ class ProposalSettings:
         return cls(**data)
 
     def describe(self) -> str:
-        return f"{self.mode} mode, max side {self.max_side}, top {self.top}, min size {self.min_size}"
+        text = f"{self.mode} mode, max side {self.max_side}, top {self.top}, min size {self.min_size}"
+        return text if self.proposer == "opencv" else f"{text}, {self.proposer} proposer"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,6 +153,7 @@ def _check_opencv() -> Any:
 
 
 _C_SRAND: Any = None
+_IN_WORKER = False
 
 
 def _c_srand(seed: int) -> None:
@@ -165,6 +182,8 @@ def init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    global _IN_WORKER
+    _IN_WORKER = True  # the native proposer then runs on one thread (set when it is first used)
     # the parent handles Ctrl-C: it stops handing out images and waits for the ones in progress
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -211,6 +230,49 @@ def _opencv_rects(small_bgr: np.ndarray, mode: str) -> np.ndarray:
     _c_srand(RAND_SEED)
     rects = ss.process()
     return np.asarray(rects, dtype=np.int64).reshape(-1, 4)
+
+
+def opencv_single_config_rects(image: np.ndarray, k: float, strategy: int, min_region: int = 100) -> np.ndarray:
+    """OpenCV's ``process()`` for ONE (colour image, k, strategy) grouping: [N, 4] int64 (x, y, w, h).
+
+    ``image`` is one of Selective Search's colour images (uint8 [H, W, C]); ``strategy`` uses the native
+    operator's codes (0 colour+fill+texture+size, 1 fill+texture+size, 2 fill, 3 size). The side-by-side
+    harness compares this with the native proposer's same grouping.
+    """
+    cv2 = _check_opencv()
+    seg = cv2.ximgproc.segmentation
+    ss = seg.createSelectiveSearchSegmentation()
+    ss.setBaseImage(image)
+    ss.addImage(image)
+    gs = seg.createGraphSegmentation()
+    gs.setK(float(k))
+    gs.setSigma(float(np.float32(0.8)))  # OpenCV's switchTo... pass the float 0.8 on as a double
+    gs.setMinSize(int(min_region))
+    ss.addGraphSegmentation(gs)
+    colour, fill = seg.createSelectiveSearchSegmentationStrategyColor(), seg.createSelectiveSearchSegmentationStrategyFill()
+    texture, size = seg.createSelectiveSearchSegmentationStrategyTexture(), seg.createSelectiveSearchSegmentationStrategySize()
+    made = {
+        0: lambda: seg.createSelectiveSearchSegmentationStrategyMultiple(colour, fill, texture, size),
+        1: lambda: seg.createSelectiveSearchSegmentationStrategyMultiple(fill, texture, size),
+        2: lambda: fill,
+        3: lambda: size,
+    }
+    if strategy not in made:
+        raise InputError(f"unknown strategy code {strategy!r} (0, 1, 2 or 3)")
+    ss.addStrategy(made[strategy]())
+    _c_srand(RAND_SEED)
+    return np.asarray(ss.process(), dtype=np.int64).reshape(-1, 4)
+
+
+def _rects(small_bgr: np.ndarray, settings: ProposalSettings) -> np.ndarray:
+    """The chosen proposer's ``(x, y, w, h)`` rectangles of the resized image, in its order."""
+    if settings.proposer == "native":
+        from fastrcnn_cli.proposals import native
+
+        if _IN_WORKER:
+            native.init_worker()
+        return native.native_rects(small_bgr, settings.mode)
+    return _opencv_rects(small_bgr, settings.mode)
 
 
 def rects_to_boxes(rects: np.ndarray, small_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -289,7 +351,7 @@ def _search_resized(
     if (small.shape[1], small.shape[0]) != (ws, hs):
         small = cv2.resize(small, (ws, hs), interpolation=cv2.INTER_AREA)
     t1 = time.perf_counter()
-    rects = _opencv_rects(small, settings.mode)
+    rects = _rects(small, settings)
     boxes = finish_boxes(rects_to_boxes(rects, (ws, hs), (w, h)), settings, w, h)
     if timing is not None:
         timing.resize += t1 - t0
@@ -344,7 +406,7 @@ def read_image_for_proposals(path: str | os.PathLike, max_side: int) -> tuple[np
     When the file is at least twice ``max_side`` on its longer side, OpenCV's reduced decoding
     (``IMREAD_REDUCED_COLOR_2/4/8``; for JPEG the DCT itself is scaled) returns a smaller copy that is still
     at least ``max_side`` pixels on its longer side, so a 20000 x 20000 photo costs a 2500 x 2500 decode
-    instead of a 1.2 GB one. EXIF orientation is ignored, as by ``read_image`` and in VOC annotations.
+    instead of a 1.2 GB one. EXIF orientation is applied, as by ``read_image``: (W, H) is the upright image's.
     Raises :class:`InputError` naming the file.
     """
     import cv2
@@ -380,7 +442,12 @@ def read_image_for_proposals(path: str | os.PathLike, max_side: int) -> tuple[np
             image = cv2.imdecode(data, flag | cv2.IMREAD_IGNORE_ORIENTATION)
             if image is None or image.size == 0:
                 raise InputError("not a readable image (corrupt, or a format OpenCV cannot decode)", path)
-            return _as_bgr(image), (w, h)
+            from fastrcnn_cli.imagefile import apply_orientation, exif_orientation
+
+            orientation = exif_orientation(data)
+            if orientation >= 5:  # turned by 90 degrees
+                w, h = h, w
+            return np.ascontiguousarray(apply_orientation(_as_bgr(image), orientation)), (w, h)
     del data
     image = read_image(path)
     return image, (int(image.shape[1]), int(image.shape[0]))

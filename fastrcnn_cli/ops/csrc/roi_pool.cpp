@@ -12,6 +12,11 @@ TORCH_LIBRARY(fastrcnn, m) {
       "roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
       "-> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // the output of roi_pool alone, bit-identical, for when no gradient is wanted: no argmax is computed or stored
+  m.def(
+      "roi_pool_inference(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+      "-> Tensor",
+      {at::Tag::pt2_compliant_tag});
   // grad_input [batch_size, channels, height, width] (contiguous): grad scattered to the argmax positions.
   m.def(
       "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "

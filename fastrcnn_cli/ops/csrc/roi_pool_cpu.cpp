@@ -10,6 +10,8 @@
 // and written as one contiguous run, with non-temporal stores when the output is large. The vector code is
 // compiled for AVX2 and for the x86-64 baseline (GCC vector extensions) and chosen at run time; half and
 // bfloat16 take a scalar path. Large outputs come from a small cache of freed blocks (see BlockCache).
+// Inference (roi_pool_inference, when no gradient is wanted) runs the same code compiled without the argmax:
+// the same compare/select on the values (so the same bits), half the registers and half the output traffic.
 //
 // Backward. grad_input[b, c, argmax] += grad[k, c, bin], summed over RoIs and bins. Bins overlap, so several
 // (k, bin) can add to the same cell. Each work unit owns a slice (image, block of 64 channels) of grad_input and
@@ -202,7 +204,9 @@ struct Simd {
 
 // Max and first argmax over the window [hs, he) x [ws, we) for the kBlock channels at xc (a pointer into the
 // blocked input: cell (h, w) at xc + (h * W + w) * kChunk); results to tile_v[0 .. kBlock), tile_i likewise.
-template <typename T, int VB>
+// WithIndex = false (inference: no gradient wanted) keeps the max only, with the same comparisons, so the pooled
+// values are bit-identical; tile_i is then not touched.
+template <typename T, int VB, bool WithIndex>
 FASTRCNN_ALWAYS_INLINE void window_max_block(
     const T* xc, int64_t width, int hs, int he, int ws, int we, T* tile_v, int32_t* tile_i) {
   using S = Simd<T, VB>;
@@ -214,7 +218,7 @@ FASTRCNN_ALWAYS_INLINE void window_max_block(
   IVec idx[S::kVecs];
   for (int j = 0; j < S::kVecs; ++j) {
     m[j] = Vec{} + lowest<T>();
-    idx[j] = IVec{} - 1;
+    if constexpr (WithIndex) idx[j] = IVec{} - 1;
   }
   for (int h = hs; h < he; ++h) {
     for (int w = ws; w < we; ++w) {
@@ -226,13 +230,15 @@ FASTRCNN_ALWAYS_INLINE void window_max_block(
         std::memcpy(&v, cell + j * L, sizeof(Vec));
         const auto greater = v > m[j];  // false for NaN: NaN never wins; ties keep the first
         m[j] = greater ? v : m[j];
-        idx[j] = greater ? here_v : idx[j];
+        if constexpr (WithIndex) idx[j] = greater ? here_v : idx[j];
       }
     }
   }
   for (int j = 0; j < S::kVecs; ++j) {
     std::memcpy(tile_v + j * L, &m[j], sizeof(Vec));
-    if constexpr (sizeof(Index) == 4) {
+    if constexpr (!WithIndex) {
+      continue;
+    } else if constexpr (sizeof(Index) == 4) {
       std::memcpy(tile_i + j * L, &idx[j], sizeof(IVec));
     } else {
       typedef int32_t Narrow __attribute__((vector_size(sizeof(IVec) / 2)));
@@ -243,12 +249,12 @@ FASTRCNN_ALWAYS_INLINE void window_max_block(
 }
 
 // The same one channel at a time, for nc channels (half and bfloat16).
-template <typename T>
+template <typename T, bool WithIndex>
 FASTRCNN_ALWAYS_INLINE void window_max_scalar(
     const T* xc, int64_t width, int64_t nc, int hs, int he, int ws, int we, T* tile_v, int32_t* tile_i) {
   for (int64_t c = 0; c < nc; ++c) {
     tile_v[c] = lowest<T>();
-    tile_i[c] = -1;
+    if constexpr (WithIndex) tile_i[c] = -1;
   }
   for (int h = hs; h < he; ++h) {
     for (int w = ws; w < we; ++w) {
@@ -258,7 +264,7 @@ FASTRCNN_ALWAYS_INLINE void window_max_scalar(
         const T v = cell[c];
         if (v > tile_v[c]) {
           tile_v[c] = v;
-          tile_i[c] = here;
+          if constexpr (WithIndex) tile_i[c] = here;
         }
       }
     }
@@ -404,8 +410,8 @@ inline void copy_out(void* dst, const void* src, size_t bytes, bool stream) {
 }
 
 // One work unit: RoI k, channel chunk `chunk`. Units run chunk-major, so the threads share one chunk of input.
-// VB: the SIMD vector width in bytes this copy is compiled for.
-template <typename T, int VB>
+// VB: the SIMD vector width in bytes this copy is compiled for. WithIndex: also the argmax (a.argmax).
+template <typename T, int VB, bool WithIndex>
 FASTRCNN_ALWAYS_INLINE void forward_unit(const ForwardArgs<T>& a, int64_t unit) {
   const int64_t chunk = unit / a.num_rois;
   const int64_t k = unit % a.num_rois;
@@ -448,37 +454,39 @@ FASTRCNN_ALWAYS_INLINE void forward_unit(const ForwardArgs<T>& a, int64_t unit) 
       int32_t* ti = tile_i.data() + p * kChunk;
       if (he[i] <= hs[i] || we[j] <= ws[j]) {  // an empty bin pools nothing: 0, and no gradient
         std::fill(tv, tv + kChunk, static_cast<T>(0));
-        std::fill(ti, ti + kChunk, -1);
+        if constexpr (WithIndex) std::fill(ti, ti + kChunk, -1);
         continue;
       }
       if constexpr (has_simd<T>()) {
         // whole blocks, padding channels included (zeros, never written out)
         constexpr int64_t B = Simd<T, VB>::kBlock;
         for (int64_t c = 0; c < nc; c += B) {
-          window_max_block<T, VB>(x_image + c, a.width, hs[i], he[i], ws[j], we[j], tv + c, ti + c);
+          window_max_block<T, VB, WithIndex>(x_image + c, a.width, hs[i], he[i], ws[j], we[j], tv + c, ti + c);
         }
       } else {
-        window_max_scalar<T>(x_image, a.width, nc, hs[i], he[i], ws[j], we[j], tv, ti);
+        window_max_scalar<T, WithIndex>(x_image, a.width, nc, hs[i], he[i], ws[j], we[j], tv, ti);
       }
     }
   }
   // [P][channels] -> [channels][P], then out to the contiguous block out[k, c_begin : c_begin + nc, :, :]
   transpose_values<T, VB>(tile_v.data(), P, nc, staged_v.data());
-  transpose_indices<VB>(tile_i.data(), P, nc, staged_i.data());
   const int64_t o = (k * a.channels + c_begin) * P;
   copy_out(a.out + o, staged_v.data(), nc * P * sizeof(T), a.stream);
-  copy_out(a.argmax + o, staged_i.data(), nc * P * sizeof(int32_t), a.stream);
+  if constexpr (WithIndex) {
+    transpose_indices<VB>(tile_i.data(), P, nc, staged_i.data());
+    copy_out(a.argmax + o, staged_i.data(), nc * P * sizeof(int32_t), a.stream);
+  }
 }
 
-template <typename T>
+template <typename T, bool WithIndex>
 void forward_unit_baseline(const ForwardArgs<T>& a, int64_t unit) {
-  forward_unit<T, 16>(a, unit);
+  forward_unit<T, 16, WithIndex>(a, unit);
 }
 
 #ifdef FASTRCNN_X86_DISPATCH
-template <typename T>
+template <typename T, bool WithIndex>
 __attribute__((target("avx2,fma"))) void forward_unit_avx2(const ForwardArgs<T>& a, int64_t unit) {
-  forward_unit<T, 32>(a, unit);
+  forward_unit<T, 32, WithIndex>(a, unit);
 }
 #endif
 
@@ -486,16 +494,16 @@ template <typename T>
 using ForwardUnitFn = void (*)(const ForwardArgs<T>&, int64_t);
 
 // AVX2 where the CPU has it, unless FASTRCNN_ROI_POOL_SIMD=baseline (a way to test the baseline build).
-template <typename T>
+template <typename T, bool WithIndex>
 ForwardUnitFn<T> pick_forward_unit() {
 #ifdef FASTRCNN_X86_DISPATCH
   const char* choice = std::getenv("FASTRCNN_ROI_POOL_SIMD");
   const bool baseline = choice != nullptr && std::strcmp(choice, "baseline") == 0;
   if (has_simd<T>() && !baseline && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return &forward_unit_avx2<T>;
+    return &forward_unit_avx2<T, WithIndex>;
   }
 #endif
-  return &forward_unit_baseline<T>;
+  return &forward_unit_baseline<T, WithIndex>;
 }
 
 // The input in the blocked layout [chunks][N][H][W][kChunk], padding channels zero.
@@ -517,21 +525,12 @@ at::Tensor blocked_input(const at::Tensor& input, int64_t chunks) {
 // Outputs at least this large are written with non-temporal stores.
 constexpr int64_t kStreamBytes = 16 << 20;
 
-std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
-    const at::Tensor& input,
-    const at::Tensor& rois,
-    double spatial_scale,
-    int64_t pooled_height,
-    int64_t pooled_width) {
-  check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(input.is_cpu(), "roi_pool: the CPU kernel got a tensor on ", input.device());
+// The forward of both operators: argmax is filled when defined (roi_pool), skipped when not (roi_pool_inference:
+// no gradient wanted, so neither the index bookkeeping nor the int32 output of the output's size is paid for).
+void roi_pool_forward_into(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, at::Tensor& output,
+                           at::Tensor* argmax) {
   const int64_t num_rois = rois.size(0);
   const int64_t channels = input.size(1);
-  at::Tensor output = empty_output({num_rois, channels, pooled_height, pooled_width}, input.options());
-  at::Tensor argmax = empty_output({num_rois, channels, pooled_height, pooled_width}, input.options().dtype(at::kInt));
-  if (output.numel() == 0) {
-    return std::make_tuple(output, argmax);
-  }
   const at::Tensor rois_c = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fastrcnn::roi_pool (CPU)", [&] {
     const scalar_t scale = static_cast<scalar_t>(spatial_scale);
@@ -548,15 +547,49 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
     a.channels = channels;
     a.height = input.size(2);
     a.width = input.size(3);
-    a.pooled_height = pooled_height;
-    a.pooled_width = pooled_width;
-    a.stream = output.numel() * static_cast<int64_t>(sizeof(scalar_t) + sizeof(int32_t)) >= kStreamBytes;
+    a.pooled_height = output.size(2);
+    a.pooled_width = output.size(3);
+    const int64_t bytes_per_value = static_cast<int64_t>(sizeof(scalar_t) + (argmax ? sizeof(int32_t) : 0));
+    a.stream = output.numel() * bytes_per_value >= kStreamBytes;
     a.out = output.mutable_data_ptr<scalar_t>();
-    a.argmax = argmax.mutable_data_ptr<int32_t>();
-    const ForwardUnitFn<scalar_t> unit = pick_forward_unit<scalar_t>();
+    a.argmax = argmax ? argmax->mutable_data_ptr<int32_t>() : nullptr;
+    const ForwardUnitFn<scalar_t> unit =
+        argmax ? pick_forward_unit<scalar_t, true>() : pick_forward_unit<scalar_t, false>();
     parallel_units(a.chunks * num_rois, [&](int64_t u) { unit(a, u); });
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
+    const at::Tensor& input,
+    const at::Tensor& rois,
+    double spatial_scale,
+    int64_t pooled_height,
+    int64_t pooled_width) {
+  check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(input.is_cpu(), "roi_pool: the CPU kernel got a tensor on ", input.device());
+  const int64_t num_rois = rois.size(0);
+  const int64_t channels = input.size(1);
+  at::Tensor output = empty_output({num_rois, channels, pooled_height, pooled_width}, input.options());
+  at::Tensor argmax = empty_output({num_rois, channels, pooled_height, pooled_width}, input.options().dtype(at::kInt));
+  if (output.numel() > 0) {
+    roi_pool_forward_into(input, rois, spatial_scale, output, &argmax);
+  }
   return std::make_tuple(output, argmax);
+}
+
+at::Tensor roi_pool_inference_cpu(
+    const at::Tensor& input,
+    const at::Tensor& rois,
+    double spatial_scale,
+    int64_t pooled_height,
+    int64_t pooled_width) {
+  check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(input.is_cpu(), "roi_pool: the CPU kernel got a tensor on ", input.device());
+  at::Tensor output = empty_output({rois.size(0), input.size(1), pooled_height, pooled_width}, input.options());
+  if (output.numel() > 0) {
+    roi_pool_forward_into(input, rois, spatial_scale, output, nullptr);
+  }
+  return output;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -718,5 +751,6 @@ at::Tensor roi_pool_backward_cpu(
 
 TORCH_LIBRARY_IMPL(fastrcnn, CPU, m) {
   m.impl("roi_pool", &fastrcnn::roi_pool_forward_cpu);
+  m.impl("roi_pool_inference", &fastrcnn::roi_pool_inference_cpu);
   m.impl("roi_pool_backward", &fastrcnn::roi_pool_backward_cpu);
 }

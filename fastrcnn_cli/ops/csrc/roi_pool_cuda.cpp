@@ -76,6 +76,24 @@ void check_launch(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, what, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
+// Launches the forward into output (and argmax, when given).
+void roi_pool_forward_cuda_into(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                at::Tensor& output, at::Tensor* argmax, cudaStream_t stream) {
+  const int64_t channels = input.size(1);
+  TORCH_CHECK_VALUE(
+      (channels + 31) / 32 <= 65535, "roi_pool: too many channels for the CUDA kernel (", channels, ")");
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  TORCH_INTERNAL_ASSERT(x.stride(1) == 1 || channels == 1);
+  const at::Tensor rois_c = rois.contiguous();
+  check_launch(
+      cuda::launch_roi_pool_forward(
+          kernel_dtype(input.scalar_type()), x.const_data_ptr(), x.stride(0), x.stride(2), x.stride(3),
+          rois_c.const_data_ptr(), spatial_scale, rois.size(0), input.size(0), channels, input.size(2),
+          input.size(3), output.size(2), output.size(3), output.mutable_data_ptr(),
+          argmax ? argmax->mutable_data_ptr<int32_t>() : nullptr, stream),
+      "roi_pool");
+}
+
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(
     const at::Tensor& input,
     const at::Tensor& rois,
@@ -84,31 +102,37 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(
     int64_t pooled_width) {
   check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
   TORCH_CHECK_VALUE(input.is_cuda(), "roi_pool: the CUDA kernel got a tensor on ", input.device());
-  const cuda::DType dtype = kernel_dtype(input.scalar_type());
+  (void)kernel_dtype(input.scalar_type());  // throws for an unsupported dtype
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.get_device()).stream();
   const std::string problem = rois_problem_cuda(rois, input.size(0), spatial_scale, stream);
   TORCH_CHECK_VALUE(problem.empty(), problem);
   const c10::cuda::CUDAGuard guard(input.device());
-
-  const int64_t num_rois = rois.size(0);
-  const int64_t channels = input.size(1);
-  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
-  at::Tensor argmax = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().dtype(at::kInt));
-  if (output.numel() == 0) {
-    return std::make_tuple(output, argmax);
+  at::Tensor output = at::empty({rois.size(0), input.size(1), pooled_height, pooled_width}, input.options());
+  at::Tensor argmax = at::empty({rois.size(0), input.size(1), pooled_height, pooled_width}, input.options().dtype(at::kInt));
+  if (output.numel() > 0) {
+    roi_pool_forward_cuda_into(input, rois, spatial_scale, output, &argmax, stream);
   }
-  TORCH_CHECK_VALUE(
-      (channels + 31) / 32 <= 65535, "roi_pool: too many channels for the CUDA kernel (", channels, ")");
-  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  TORCH_INTERNAL_ASSERT(x.stride(1) == 1 || channels == 1);
-  const at::Tensor rois_c = rois.contiguous();
-  check_launch(
-      cuda::launch_roi_pool_forward(
-          dtype, x.const_data_ptr(), x.stride(0), x.stride(2), x.stride(3), rois_c.const_data_ptr(),
-          spatial_scale, num_rois, input.size(0), channels, input.size(2), input.size(3), pooled_height,
-          pooled_width, output.mutable_data_ptr(), argmax.mutable_data_ptr<int32_t>(), stream),
-      "roi_pool");
   return std::make_tuple(output, argmax);
+}
+
+// Inference: no argmax, and no synchronising RoI check. The kernel never reads out of bounds whatever the RoIs
+// hold (a RoI naming no image pools zeros); RoIs are validated where they enter (fastrcnn_cli.ops.roi_pool).
+at::Tensor roi_pool_inference_cuda(
+    const at::Tensor& input,
+    const at::Tensor& rois,
+    double spatial_scale,
+    int64_t pooled_height,
+    int64_t pooled_width) {
+  check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(input.is_cuda(), "roi_pool: the CUDA kernel got a tensor on ", input.device());
+  (void)kernel_dtype(input.scalar_type());  // throws for an unsupported dtype
+  const c10::cuda::CUDAGuard guard(input.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.get_device()).stream();
+  at::Tensor output = at::empty({rois.size(0), input.size(1), pooled_height, pooled_width}, input.options());
+  if (output.numel() > 0) {
+    roi_pool_forward_cuda_into(input, rois, spatial_scale, output, nullptr, stream);
+  }
+  return output;
 }
 
 at::Tensor roi_pool_backward_cuda(
@@ -157,5 +181,6 @@ at::Tensor roi_pool_backward_cuda(
 
 TORCH_LIBRARY_IMPL(fastrcnn, CUDA, m) {
   m.impl("roi_pool", &fastrcnn::roi_pool_forward_cuda);
+  m.impl("roi_pool_inference", &fastrcnn::roi_pool_inference_cuda);
   m.impl("roi_pool_backward", &fastrcnn::roi_pool_backward_cuda);
 }

@@ -31,7 +31,8 @@ constexpr int kWarps = 8;   // warps per block
 constexpr int kTile = 64;   // bins held in shared memory at once
 constexpr int kPad = kLanes + 1;  // row pitch of the shared tiles (no bank conflicts when transposing)
 
-template <typename T>
+// WithIndex = false (roi_pool_inference): the same maxima, no argmax kept or written (argmax is null).
+template <typename T, bool WithIndex>
 __global__ void __launch_bounds__(kLanes * kWarps) roi_pool_forward_kernel(
     const T* __restrict__ x,
     int64_t sn,
@@ -88,14 +89,14 @@ __global__ void __launch_bounds__(kLanes * kWarps) roi_pool_forward_kernel(
               const T v = row[w * sw];
               if (v > best) {  // NaN never wins; the first maximum stays
                 best = v;
-                where = h * width + w;
+                if (WithIndex) where = h * width + w;
               }
             }
           }
         }
       }
       tile_v[pp * kPad + lane] = best;
-      tile_i[pp * kPad + lane] = where;
+      if (WithIndex) tile_i[pp * kPad + lane] = where;
     }
     __syncthreads();
     for (int t = warp * kLanes + lane; t < nc * np; t += kLanes * kWarps) {
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kLanes * kWarps) roi_pool_forward_kernel(
       const int pp = t - ci * np;
       const int64_t o = (k * channels + c0 + ci) * P + p0 + pp;
       out[o] = tile_v[pp * kPad + ci];
-      argmax[o] = tile_i[pp * kPad + ci];
+      if (WithIndex) argmax[o] = tile_i[pp * kPad + ci];
     }
     __syncthreads();
   }
@@ -176,11 +177,20 @@ cudaError_t forward_typed(
     const void* input, int64_t sn, int64_t sh, int64_t sw, const void* rois, double spatial_scale,
     int64_t num_rois, int64_t batch_size, int64_t channels, int64_t height, int64_t width,
     int64_t pooled_height, int64_t pooled_width, void* out, int32_t* argmax, cudaStream_t stream) {
-  roi_pool_forward_kernel<T><<<grid_for(num_rois, channels), dim3(kLanes, kWarps), 0, stream>>>(
-      static_cast<const T*>(input), sn, sh, sw, static_cast<const T*>(rois), static_cast<T>(spatial_scale),
-      static_cast<int>(batch_size), static_cast<int>(channels), static_cast<int>(height),
-      static_cast<int>(width), static_cast<int>(pooled_height), static_cast<int>(pooled_width),
-      static_cast<T*>(out), argmax);
+  const dim3 grid = grid_for(num_rois, channels), block(kLanes, kWarps);
+  if (argmax != nullptr) {
+    roi_pool_forward_kernel<T, true><<<grid, block, 0, stream>>>(
+        static_cast<const T*>(input), sn, sh, sw, static_cast<const T*>(rois), static_cast<T>(spatial_scale),
+        static_cast<int>(batch_size), static_cast<int>(channels), static_cast<int>(height),
+        static_cast<int>(width), static_cast<int>(pooled_height), static_cast<int>(pooled_width),
+        static_cast<T*>(out), argmax);
+  } else {
+    roi_pool_forward_kernel<T, false><<<grid, block, 0, stream>>>(
+        static_cast<const T*>(input), sn, sh, sw, static_cast<const T*>(rois), static_cast<T>(spatial_scale),
+        static_cast<int>(batch_size), static_cast<int>(channels), static_cast<int>(height),
+        static_cast<int>(width), static_cast<int>(pooled_height), static_cast<int>(pooled_width),
+        static_cast<T*>(out), nullptr);
+  }
   return cudaGetLastError();
 }
 

@@ -12,7 +12,8 @@ namespace cuda {
 enum class DType { Float, Double, Half, BFloat16 };
 
 // input: channels-last, element (n, c, h, w) at n * sn + h * sh + w * sw + c. rois: contiguous [K, 5] of the
-// input's dtype. out: contiguous [K, C, ph, pw] of the input's dtype; argmax likewise, int32.
+// input's dtype. out: contiguous [K, C, ph, pw] of the input's dtype; argmax likewise, int32, or null for
+// inference (then no argmax is computed).
 cudaError_t launch_roi_pool_forward(
     DType dtype,
     const void* input,
