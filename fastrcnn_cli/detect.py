@@ -45,6 +45,7 @@ from fastrcnn_cli.boxes import clip
 from fastrcnn_cli.devices import synchronize
 from fastrcnn_cli.evaluation import Detections
 from fastrcnn_cli.model.fast_rcnn import FastRCNN, batch_images, prepare_image, size_multiple
+from fastrcnn_cli.nms import batched_nms  # torchvision's NMS results without importing torchvision
 from fastrcnn_cli.sampling import unique_rois
 
 
@@ -278,8 +279,6 @@ class Detector:
         of them as soon as ``max_detections`` boxes survive. With the evaluation floor (0.001) an image can
         have tens of thousands of candidates; the first prefix (1000) is almost always enough.
         """
-        from fastrcnn_cli.nms import batched_nms  # torchvision's results; never imports torchvision
-
         s = self.settings
         threshold = s.score_threshold if score_threshold is None else score_threshold
         num_classes = probs.shape[1]

@@ -74,7 +74,7 @@ def _refuse_inputs(path: Path, inputs: Iterable[str | os.PathLike], flag: str) -
     for source in inputs:
         if source is not None and same_file(path, source):
             shown = "" if Path(source) == path else f" ({source})"
-            raise OutputError(f"{flag} would overwrite an input{shown}; choose another file", path)
+            raise OutputError(f"{flag} would overwrite the input{shown}; choose another file", path)
 
 
 def check_output_file(

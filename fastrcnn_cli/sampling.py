@@ -51,7 +51,10 @@ def unique_rois(boxes: np.ndarray, spatial_scale: float) -> tuple[np.ndarray, np
     """
     if len(boxes) == 0:
         return np.zeros((0,), np.int64), np.zeros((0,), np.int64)
-    keys = np.round(np.asarray(boxes, np.float64) * spatial_scale).astype(np.int64)
+    # C's round (half away from zero), as the RoI pooling operator maps corners to cells; np.round rounds
+    # halves to even and would merge boxes that pool differently
+    scaled = np.asarray(boxes, np.float64) * spatial_scale
+    keys = (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
     _, keep, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     order = np.argsort(keep)  # keep the original order of first appearance
     rank = np.empty_like(order)

@@ -41,12 +41,13 @@ import torch.distributed as dist
 
 from fastrcnn_cli import box_coding
 from fastrcnn_cli.boxes import hflip
-from fastrcnn_cli.console import err, info, warn
+from fastrcnn_cli.console import err, info, progress_enabled, warn
 from fastrcnn_cli.data.advice import training_advice
 from fastrcnn_cli.data.holdout import hold_out
 from fastrcnn_cli.data.voc import ImageRecord, VOCDataset, available_splits, load_dataset, read_split_ids
 from fastrcnn_cli.devices import resolve_device
-from fastrcnn_cli.errors import DivergedError, ExitCode, FastRCNNError, InputError
+from fastrcnn_cli.errors import DivergedError, ExitCode, FastRCNNError, InputError, OutputError, SettingsError
+from fastrcnn_cli.interrupts import DeferredStop
 from fastrcnn_cli.io import atomic_write_json, atomic_write_text, read_image
 from fastrcnn_cli.loss import fast_rcnn_loss
 from fastrcnn_cli.model.backbones import BackboneSpec
@@ -214,7 +215,7 @@ class TrainSettings:
     def model_config(self, classes: Sequence[str]) -> ModelConfig:
         default = DEFAULT_HEADS[self.backbone]
         head = HeadSpec(
-            hidden=self.hidden or default.hidden,
+            hidden=default.hidden if self.hidden is None else self.hidden,
             roi_size=default.roi_size,
             dropout=default.dropout if self.dropout is None else self.dropout,
         )
@@ -222,43 +223,67 @@ class TrainSettings:
         return ModelConfig(backbone=spec, classes=tuple(classes), head=head)
 
     def validate(self) -> None:
-        """Check every value (``None``: from the recipe, checked once resolved); errors name the fields."""
-        problems = []
+        """Check every value (``None``: from the recipe, checked once resolved). Raises :class:`SettingsError`
+        whose problems name the fields (the command line shows its flags instead); NaN fails every check."""
+        problems: list[tuple[str, str]] = []
 
-        def need(ok: bool, message: str) -> None:
+        def need(ok: bool, name: str, message: str) -> None:
             if not ok:
-                problems.append(message)
+                problems.append((name, message))
 
         def finite(v: float | None) -> bool:
             return v is None or math.isfinite(v)
 
-        need(self.images_per_batch >= 1, "images_per_batch must be at least 1")
-        need(self.rois_per_image >= 1, "rois_per_image must be at least 1")
-        need(0 < self.fg_fraction <= 1, "fg_fraction must be in (0, 1]")
-        need(0 <= self.bg_iou_low <= self.bg_iou_high <= self.fg_iou <= 1,
-             "need 0 <= bg_iou_low <= bg_iou_high <= fg_iou <= 1")
-        need(0 < self.holdout_fraction < 1, "holdout_fraction must be in (0, 1)")
-        need(self.iterations is None or self.iterations >= 1, "iterations must be at least 1")
-        need(self.epochs is None or (finite(self.epochs) and self.epochs > 0), "epochs must be a positive number")
-        need(self.time_budget is None or (finite(self.time_budget) and self.time_budget > 0),
-             "time_budget must be a positive number of minutes")
-        need(self.lr is None or (finite(self.lr) and self.lr > 0), "lr must be a positive number")
-        need(self.weight_decay is None or (finite(self.weight_decay) and self.weight_decay >= 0),
-             "weight_decay must be >= 0")
+        need(self.images_per_batch >= 1, "images_per_batch", "must be at least 1")
+        need(self.rois_per_image >= 1, "rois_per_image", "must be at least 1")
+        need(0 < self.fg_fraction <= 1, "fg_fraction", "must be in (0, 1]")
+        for name in ("fg_iou", "bg_iou_low", "bg_iou_high"):
+            need(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
+        if all(0 <= getattr(self, name) <= 1 for name in ("fg_iou", "bg_iou_low", "bg_iou_high")):
+            need(self.bg_iou_low <= self.bg_iou_high <= self.fg_iou, "bg_iou_low",
+                 "must be <= the background upper bound, itself <= the foreground IoU threshold")
+        need(0 < self.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)")
+        need(self.iterations is None or self.iterations >= 1, "iterations", "must be at least 1")
+        need(self.epochs is None or (finite(self.epochs) and self.epochs > 0), "epochs", "must be a positive number")
+        need(self.time_budget is None or (finite(self.time_budget) and self.time_budget > 0), "time_budget",
+             "must be a positive number of minutes")
+        need(self.lr is None or (finite(self.lr) and self.lr > 0), "lr", "must be a positive number")
+        need(finite(self.momentum) and 0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        need(self.weight_decay is None or (finite(self.weight_decay) and self.weight_decay >= 0), "weight_decay",
+             "must be >= 0")
+        need(finite(self.bias_lr_factor) and self.bias_lr_factor >= 0, "bias_lr_factor", "must be >= 0")
+        need(finite(self.gamma) and self.gamma > 0, "gamma", "must be a positive number")
+        need(self.lr_steps is None or all(v >= 0 for v in self.lr_steps), "lr_steps", "must be >= 0")
         need(self.backbone_lr_factor is None or (finite(self.backbone_lr_factor) and self.backbone_lr_factor >= 0),
-             "backbone_lr_factor must be >= 0")
-        need(self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm must be > 0 (inf: no clipping)")
-        need(self.photometric is None or (finite(self.photometric) and 0 <= self.photometric < 1),
-             "photometric must be in [0, 1)")
-        need(self.warmup_iterations is None or self.warmup_iterations >= 0, "warmup_iterations must be >= 0")
+             "backbone_lr_factor", "must be >= 0")
+        need(self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm", "must be > 0 (inf: no clipping)")
+        need(self.photometric is None or (finite(self.photometric) and 0 <= self.photometric < 1), "photometric",
+             "must be in [0, 1)")
+        need(self.warmup_iterations is None or self.warmup_iterations >= 0, "warmup_iterations", "must be >= 0")
+        need(self.hidden is None or self.hidden >= 1, "hidden", "must be at least 1")
+        need(self.dropout is None or (finite(self.dropout) and 0 <= self.dropout < 1), "dropout", "must be in [0, 1)")
+        need(self.eval_every is None or self.eval_every >= 0, "eval_every", "must be >= 0 (0: at the end only)")
+        need(self.checkpoint_every >= 1, "checkpoint_every", "must be at least 1")
+        need(self.log_every >= 1, "log_every", "must be at least 1")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        need(self.test_scale is None or self.test_scale >= 32, "test_scale", "must be >= 32")
+        need(self.proposal_max_side >= 16, "proposal_max_side", "must be >= 16")
+        need(self.proposal_top >= 1, "proposal_top", "must be at least 1")
+        need(self.workers is None or self.workers >= 1, "workers", "must be at least 1")
         if self.scales is not None:
-            need(bool(self.scales) and all(v >= 32 for v in self.scales), "scales must be >= 32")
-            need(self.max_size is None or not self.scales or self.max_size >= max(self.scales),
-                 "max_size must be at least the largest scale")
-        need(self.recipe is None or self.recipe in RECIPES, f"recipe must be one of {', '.join(RECIPES)}")
-        need(self.backbone in DEFAULT_HEADS, f"unknown backbone {self.backbone!r}; choose one of {', '.join(DEFAULT_HEADS)}")
+            need(bool(self.scales) and all(v >= 32 for v in self.scales), "scales", "must be >= 32")
+            need(self.max_size is None or not self.scales or self.max_size >= max(self.scales), "max_size",
+                 "must be at least the largest scale")
+        need(self.recipe is None or self.recipe in RECIPES, "recipe", f"must be one of {', '.join(RECIPES)}")
+        need(self.backbone in DEFAULT_HEADS, "backbone",
+             f"unknown backbone {self.backbone!r}; choose one of {', '.join(DEFAULT_HEADS)}")
+        if self.backbone in DEFAULT_HEADS:
+            try:  # the frozen stages and the cut a backbone allows
+                BackboneSpec(self.backbone, self.backbone_cut, self.frozen_stages)
+            except (ValueError, TypeError) as exc:
+                need(False, "backbone_cut" if "cut" in str(exc) else "frozen_stages", str(exc))
         if problems:
-            raise InputError("; ".join(problems))
+            raise SettingsError(*problems[0], *problems[1:])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -575,6 +600,8 @@ class Trainer:
 
     def __init__(self, settings: TrainSettings, run_dir: Path | None = None, resume: Path | None = None) -> None:
         settings.validate()
+        # a checkpoint to resume is read (safely: tensors and plain data only) before any long work
+        self._resume_payload = read_checkpoint_file(resume) if resume is not None else None
         self.settings = s = settings
         self.device = resolve_device(s.device)
         if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -601,8 +628,9 @@ class Trainer:
                 warn(note)
 
         torch.manual_seed(s.seed + self.dist.rank)
+        # resuming: every weight comes from last.pt, so no backbone weights file (args.json names one) is read
         self.model = build_model(
-            s.model_config(self.classes), pretrained=s.pretrained, backbone_weights=s.backbone_weights
+            s.model_config(self.classes), pretrained=s.pretrained and resume is None, backbone_weights=s.backbone_weights
         ).to(self.device)
         self.model.train()
         self.optimizer = make_optimizer(self.model, s)
@@ -729,8 +757,16 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
+    def _kept_checkpoint(self) -> str:
+        """What is left on disk after a stop: the last checkpoint written, if there is one."""
+        last = self.run_dir / "last.pt" if self.run_dir is not None else None
+        if last is None or not last.is_file():
+            return "No checkpoint had been written yet."
+        return f"The last good checkpoint is kept: {last}."
+
     def _load(self, path: Path) -> None:
-        payload = read_checkpoint_file(path)
+        payload = self._resume_payload if self._resume_payload is not None else read_checkpoint_file(path)
+        self._resume_payload = None
         state = payload.get("train_state")
         if state is None:
             raise InputError("has no training state (only last.pt / best.pt of a run can be resumed)", path)
@@ -816,7 +852,7 @@ class Trainer:
                 f"the loss became {loss.total.item()} at iteration {self.iteration + 1} (lr {lr:g}). Likely causes: "
                 + ("mixed precision (float16 overflow: try --no-amp), " if self.amp else "")
                 + "a learning rate too high for this backbone/batch (try --lr 10x smaller or --warmup), or "
-                "degenerate boxes in the data (run `fastrcnn validate`). The last good checkpoint is kept."
+                "degenerate boxes in the data (run `fastrcnn validate`). " + self._kept_checkpoint()
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss.total).backward()
@@ -903,8 +939,9 @@ class Trainer:
         elapsed_before = self.elapsed
         progress = _TrainProgress(s.iterations, self.iteration, enabled=main)  # plain lines when stderr is not a terminal
         last_path = self.run_dir / "last.pt" if self.run_dir else None
+        stop = DeferredStop("this iteration")
         try:
-            with progress:
+            with progress, stop:  # Ctrl-C / SIGTERM: finish the iteration, then save a consistent state
                 budget = _BudgetFit(self) if s.time_budget else None
                 while self.iteration < s.iterations:
                     metrics = self.step()
@@ -931,7 +968,7 @@ class Trainer:
                                 progress.resume()
                         if main:
                             self.history.append(row)
-                            if not progress.enabled:
+                            if not progress_enabled():  # a log file gets every row in full
                                 err.print(
                                     f"iter {self.iteration}/{s.iterations}  loss {row['loss']:.4f} "
                                     f"(cls {row['loss_cls']:.4f}, box {row['loss_loc']:.4f}, prior "
@@ -951,17 +988,26 @@ class Trainer:
                         if budget is not None and budget.after_evaluation(time.perf_counter() - t_eval):
                             s = self.settings
                             progress.set_total(s.iterations)
-                    if main and (self.iteration % s.checkpoint_every == 0 or at_end):
+                    saved_now = main and (self.iteration % s.checkpoint_every == 0 or at_end)
+                    if saved_now:
                         last_path = self.save("last.pt")
                         write_metrics(self.run_dir / "metrics.csv", self.history)
                         plot_metrics(self.run_dir, self.history)
-        except KeyboardInterrupt:
+                    if not at_end and stop.requested(self.dist.enabled, self.device):
+                        if main and self.run_dir is not None:  # a step boundary: the state resumes exactly
+                            if not saved_now:
+                                last_path = self.save("last.pt")
+                                write_metrics(self.run_dir / "metrics.csv", self.history)
+                            raise Interrupted(
+                                f"stopped by {stop.name} after iteration {self.iteration}; saved {last_path}. "
+                                f"Resume with: fastrcnn train --resume {self.run_dir}"
+                            )
+                        raise Interrupted(f"stopped by {stop.name} after iteration {self.iteration}")
+        except KeyboardInterrupt:  # a second Ctrl-C: mid-iteration, so nothing is saved (it would not resume exactly)
             if main and self.run_dir is not None:
-                last_path = self.save("last.pt")
-                write_metrics(self.run_dir / "metrics.csv", self.history)
                 raise Interrupted(
-                    f"interrupted at iteration {self.iteration}; saved {last_path}. "
-                    f"Resume with: fastrcnn train --resume {self.run_dir}"
+                    f"stopped at once during iteration {self.iteration + 1}, without saving. {self._kept_checkpoint()}"
+                    + (f" Resume with: fastrcnn train --resume {self.run_dir}" if (self.run_dir / "last.pt").is_file() else "")
                 ) from None
             raise
         except DivergedError:
@@ -1141,9 +1187,12 @@ def train(settings: TrainSettings | None = None, resume: str | Path | None = Non
         args = run_dir / "args.json"
         if not args.is_file():
             raise InputError("no args.json next to the checkpoint (not a fastrcnn run folder)", run_dir)
-        saved = TrainSettings.from_dict(json.loads(args.read_text()))
+        saved = read_run_settings(args)
         if iterations is not None:
             saved = dataclasses.replace(saved, iterations=iterations)
+        from fastrcnn_cli.outputs import probe_writable
+
+        probe_writable(run_dir)  # last.pt and metrics.csv go back there
         trainer = Trainer(saved, run_dir=run_dir, resume=ckpt)
         info(f"resuming {run_dir} at iteration {trainer.iteration} of {saved.iterations}")
         return trainer.run()
@@ -1157,7 +1206,42 @@ def train(settings: TrainSettings | None = None, resume: str | Path | None = Non
         proposal_cache=str(Path(settings.proposal_cache).resolve()) if settings.proposal_cache else None,
         backbone_weights=str(Path(settings.backbone_weights).resolve()) if settings.backbone_weights else None,
     )
+    settings.validate()
+    _check_before_work(settings)
     trainer = Trainer(settings)  # validates data and builds everything before a run folder exists
     if trainer.dist.is_main:
-        trainer.run_dir = new_run_dir(settings.runs_dir, settings.name)
+        try:
+            trainer.run_dir = new_run_dir(settings.runs_dir, settings.name)
+        except OSError as exc:
+            raise OutputError(f"cannot create a run folder here ({exc.strerror or exc})", settings.runs_dir) from None
     return trainer.run()
+
+
+def _check_before_work(settings: TrainSettings) -> None:
+    """What can fail cheaply fails first: the runs folder must accept files, and a backbone weights file must be
+    readable without unpickling anything (a file that holds pickled code is refused, never run)."""
+    from fastrcnn_cli.model.safe_load import check_weights_file
+    from fastrcnn_cli.outputs import check_output_folder
+
+    check_output_folder(settings.runs_dir, "the runs folder")
+    if settings.pretrained and settings.backbone_weights:
+        check_weights_file(settings.backbone_weights)
+
+
+def read_run_settings(path: Path) -> TrainSettings:
+    """A run folder's ``args.json`` as settings, with a clear error naming it when it is damaged or foreign."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot be read as a run's settings ({type(exc).__name__}: {exc}); the file is damaged: "
+                         "restore it from a copy, or start a new run", path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), str):
+        raise InputError("is not the settings of a fastrcnn run (a JSON object with 'data', 'backbone', ...)", path)
+    try:
+        settings = TrainSettings.from_dict(data)
+        settings.validate()
+    except SettingsError as exc:
+        raise InputError(f"holds settings out of range: {exc}", path) from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"holds values of the wrong type ({type(exc).__name__}: {exc})", path) from None
+    return settings

@@ -14,7 +14,8 @@ For every image (resized as the proposers see it: longer side ``--max-side``, IN
 Each proposer runs in this one process, one after the other on each image, so they share the machine's load.
 
     python scripts/compare_selective_search.py ../shared/datasets/raccoon --splits trainval,test
-    python scripts/compare_selective_search.py ../shared/datasets/raccoon --splits test --modes fast,quality --json out.json
+    python scripts/compare_selective_search.py ../shared/datasets/raccoon --splits test --modes fast,quality \
+        --json out.json
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def main() -> None:
 
     result: dict = {"images": len(records), "max_side": args.max_side, "threads": threads, "modes": {}, "agreement": {}}
     print(f"{len(records)} images of {args.data} ({args.splits}), longer side {args.max_side}, {threads} threads")
-    print(f"{'proposer':8} {'mode':8} {'boxes/img':>9} {'R@0.5':>7} {'R@0.7':>7} {'MABO':>7} {'CPU s/img':>10} {'wall s/img':>10}")
+    print(f"{'proposer':8} {'mode':8} {'boxes/img':>9} {'R@0.5':>7} {'R@0.7':>7} {'MABO':>7} {'CPU s/img':>10} "
+          f"{'wall s/img':>10}")
     for (proposer, mode), run in runs.items():
         report = proposal_recall(records, run.boxes, classes)
         row = {

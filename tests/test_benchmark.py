@@ -110,12 +110,21 @@ def test_json_has_every_section_with_sane_numbers(full_run: dict) -> None:
     assert shared["speedup"] > 0 and "scaled" in shared["method"]
 
     roipool = doc["sections"]["roipool"]
-    assert set(roipool["timings"]) == {"fastrcnn", "torchvision", "reference"}
-    for phases in roipool["timings"].values():
-        for phase in ("forward", "forward_backward"):
+    assert set(roipool["timings"]) == {"fastrcnn", "fastrcnn-no-argmax", "torchvision", "reference"}
+    for name, phases in roipool["timings"].items():
+        for phase in ("forward",) if name == "fastrcnn-no-argmax" else ("forward", "forward_backward"):
             t = phases[phase]
             assert 0 < t["min_ms"] <= t["median_ms"] <= t["max_ms"]
     assert roipool["matches_torchvision"] is True
+    assert roipool["no_argmax_identical"] is True
+
+    proposals = doc["sections"]["proposals"]
+    assert set(proposals["rows"]) == {"opencv-fast", "native-fast", "opencv-quality", "native-quality"}
+    for row in proposals["rows"].values():
+        assert row["boxes"] > 0
+        assert_stats(row["cpu_1_thread"], runs=1)
+        assert_stats(row["latency_all_threads"], runs=1)
+    assert proposals["rows"]["opencv-fast"]["cpu_vs_opencv_fast"] == pytest.approx(1.0)
     assert roipool["case"] == "vgg16" and roipool["feature_shape"] == [1, 512, 38, 63]  # the paper's case by default
     assert roipool["output_size"] in (7, [7, 7]) and roipool["spatial_scale"] == pytest.approx(1 / 16)
 

@@ -359,8 +359,10 @@ def test_postprocess_in_prefixes_equals_one_batched_nms(model) -> None:
 
 
 def test_settings_are_checked() -> None:
+    from fastrcnn_cli.errors import SettingsError
+
     for bad in ({"nms": 0.0}, {"score_threshold": 1.5}, {"max_detections": 0}, {"scales": (16,)}):
-        with pytest.raises(InputError):
+        with pytest.raises(SettingsError, match=next(iter(bad))):  # the error names the setting
             DetectSettings(**bad)
 
 

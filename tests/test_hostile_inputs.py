@@ -47,7 +47,7 @@ def assert_refused(result, path: Path, marker: Path) -> None:
     assert not marker.exists(), "the pickle was loaded: it ran code"
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert f"{path}: holds pickled Python objects" in result.output
+    assert f"{path}: " in result.output and "holds pickled Python objects" in result.output
     assert "weights_only=False" in result.output  # the one-line conversion command for a trusted file
 
 
@@ -95,11 +95,11 @@ def test_weights_file_errors_say_what_is_wrong(tmp_path: Path) -> None:
         read_checkpoint_file(truncated)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="notes.pt: is not a PyTorch weights file"):
+    with pytest.raises(CheckpointError, match="notes.pt: .*is not a PyTorch weights file"):
         read_checkpoint_file(text)
     empty = tmp_path / "empty.pt"
     empty.touch()
-    with pytest.raises(CheckpointError, match="empty.pt: is empty"):
+    with pytest.raises(CheckpointError, match="empty.pt: .*is empty"):
         read_checkpoint_file(empty)
     result = run("detect", EXAMPLE, "--weights", truncated)
     assert result.exit_code == 1 and "truncated or corrupt" in result.output and "Traceback" not in result.output
@@ -221,10 +221,11 @@ def test_atomic_write_failure_is_simulated_where_no_file_system_can_be_mounted(m
     assert target.read_text() == "old" and leftovers(tmp_path) == []
 
 
-def test_outputs_in_a_read_only_folder_fail_before_any_work(read_only_fs: Path, tmp_path: Path) -> None:
+def test_outputs_in_a_read_only_folder_fail_before_any_work(read_only_fs: Path, tmp_path: Path, synthetic_voc: Path) -> None:
     image = tmp_path / "a.jpg"
     shutil.copy(EXAMPLE, image)
     cases = [
+        ("train", synthetic_voc, "--backbone", "efficientnet-lite0", "--runs-dir", read_only_fs / "runs"),
         ("detect", image, "--save-json", read_only_fs / "d.json"),
         ("detect", image, "--out", read_only_fs / "vis.png"),
         ("detect", image, "--save-coco", read_only_fs / "sub" / "c.json"),
@@ -343,11 +344,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _propose_cmd(data: Path, cache: Path, workers: int) -> list[str]:
+def _propose_cmd(data: Path, cache: Path, workers: int, *extra: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "fastrcnn_cli", "propose", str(data), "--split", "trainval", "--workers",
-            str(workers), "--cache", str(cache), "--json"]
+            str(workers), "--cache", str(cache), "--json", *extra]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
@@ -387,7 +388,7 @@ def test_two_propose_runs_on_one_cache_share_the_work(synthetic_voc: Path, tmp_p
 
     total = len(load_dataset(synthetic_voc, "trainval"))
     cache = tmp_path / "shared"
-    runs = [subprocess.Popen(_propose_cmd(synthetic_voc, cache, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    runs = [subprocess.Popen(_propose_cmd(synthetic_voc, cache, 1, "--max-side", "200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True) for _ in range(2)]
     outputs = [r.communicate(timeout=600) for r in runs]
     for run_, (out, err) in zip(runs, outputs):

@@ -136,3 +136,16 @@ def test_unreadable_bytes_are_an_input_error_naming_the_file(tmp_path: Path, con
     path.write_bytes(content)
     with pytest.raises(InputError, match=r"broken\.png.*not a readable image"):
         read_image(path)
+
+
+def test_header_sizes_and_reduced_reads_are_of_the_upright_image(tmp_path: Path) -> None:
+    """Data set validation (header size) and the proposals' reduced decoding see the same upright image."""
+    from fastrcnn_cli.data.validate import _image_size
+    from fastrcnn_cli.proposals.selective_search import read_image_for_proposals
+
+    path = tmp_path / "big.jpg"
+    save_with_orientation(Image.fromarray(np.ascontiguousarray(np.rot90(pattern(400, 240), 1))), path, 6, quality=90)
+    upright = read_image(path)
+    assert upright.shape[:2] == (400, 240) and _image_size(path) == (240, 400)
+    small, size = read_image_for_proposals(path, 100)  # at least twice 100: a reduced decode
+    assert size == (240, 400) and small.shape[0] > small.shape[1]

@@ -44,7 +44,8 @@ def synthetic_image(seed: int, height: int = 96, width: int = 128) -> np.ndarray
         if rng.random() < 0.5:
             cv2.rectangle(image, (x1, y1), (x2, y2), colour, -1)
         else:
-            cv2.ellipse(image, ((x1 + x2) / 2, (y1 + y2) / 2), (x2 - x1, y2 - y1), float(rng.integers(0, 180)), colour, -1)
+            box = (((x1 + x2) / 2, (y1 + y2) / 2), (float(x2 - x1), float(y2 - y1)), float(rng.integers(0, 180)))
+            cv2.ellipse(image, box, colour, -1)
     image = image + rng.normal(0, 6, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -62,12 +63,15 @@ def test_graph_segmentation_matches_opencv(space: str) -> None:
     image = native.colour_space(synthetic_image(1), space)
     for k in (150, 450):
         ours = native.graph_segmentation(image, k)
-        theirs = cv2.ximgproc.segmentation.createGraphSegmentation(native.SIGMA, float(k), native.MIN_REGION).processImage(image)
+        segmentation = cv2.ximgproc.segmentation.createGraphSegmentation(native.SIGMA, float(k), native.MIN_REGION)
+        theirs = segmentation.processImage(image)
         np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("space,k,strategy", [("hsv", 150, 0), ("lab", 300, 1), ("hue", 150, 2), ("rgi", 450, 3), ("gray", 150, 0)])
+@pytest.mark.parametrize(
+    "space,k,strategy", [("hsv", 150, 0), ("lab", 300, 1), ("hue", 150, 2), ("rgi", 450, 3), ("gray", 150, 0)]
+)
 def test_single_configuration_gives_opencvs_boxes(seed: int, space: str, k: int, strategy: int) -> None:
     image = native.colour_space(synthetic_image(seed), space)
     theirs = opencv_single_config_rects(image, k, strategy, native.MIN_REGION)
@@ -167,3 +171,27 @@ def test_a_missing_extension_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(_extension, "load_extension", broken)
     with pytest.raises(BuildError, match="--proposer native.*no C\\+\\+ compiler"):
         selective_search(synthetic_image(12), dataclasses.replace(ProposalSettings(), proposer="native"))
+
+
+def test_propose_a_data_set_with_the_native_proposer_records_it(synthetic_voc: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from fastrcnn_cli.cli import app
+
+    def propose(proposer: str, folder: str):  # noqa: ANN202
+        args = ["propose", str(synthetic_voc), "--split", "test", "--max-side", "64", "--workers", "2",
+                "--proposer", proposer, "--cache", str(tmp_path / folder), "--recall", "--json"]
+        return CliRunner().invoke(app, args)
+
+    ours, theirs = propose("native", "native"), propose("opencv", "opencv")
+    assert ours.exit_code == 0 and theirs.exit_code == 0, ours.output + theirs.output
+    meta = json.loads((tmp_path / "native" / "proposals.json").read_text())
+    assert meta["settings"]["proposer"] == "native"
+    assert "proposer" not in json.loads((tmp_path / "opencv" / "proposals.json").read_text())["settings"]
+    a, b = json.loads(ours.stdout), json.loads(theirs.stdout)
+    assert a["computed"] == b["computed"] == 4
+    assert a["recall"] == b["recall"]  # the same box sets (the synthetic images give OpenCV's exactly)
+    reuse = propose("opencv", "native")  # a cache made by the other proposer is refused
+    assert reuse.exit_code != 0

@@ -94,7 +94,8 @@ def test_two_checkouts_starting_together_share_one_build(shared_build: dict) -> 
     assert len(notices) == 1 and f"in {compiled[0]['compiled'][NAME]:.1f} s" in notices[0]
     assert "waiting for another process" in (err_two if notices[0] is err_one else err_one)
     record = json.loads((builds(shared_build["cache"])[0] / "build.json").read_text())
-    assert record["key"]["torch"] and record["key"]["python"] and record["key"]["flags"]["extra_include_paths"] == ["<csrc>"]
+    key = record["key"]
+    assert key["torch"] and key["python"] and key["flags"]["extra_include_paths"] == ["<csrc>"]
 
 
 def test_a_cached_build_loads_silently(shared_build: dict) -> None:

@@ -67,8 +67,16 @@ def numeric_options() -> list[tuple[str, str, type, typing.Any]]:
 OPTIONS = numeric_options()
 
 
+_CLI = typer.main.get_command(app)
+
+
 @pytest.fixture(autouse=True)
-def keep_torch_threads():
+def keep_torch_threads(monkeypatch):
+    """--threads N is legal and applied: restore torch's thread count after each test. Also reuse one Click
+    command for every invocation (Typer otherwise rebuilds it from the functions each time, the slow part)."""
+    import typer.testing
+
+    monkeypatch.setattr(typer.testing, "_get_command", lambda a: _CLI if a is app else typer.main.get_command(a))
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

@@ -190,3 +190,12 @@ def test_training_advice_names_unreachable_and_rare_classes() -> None:
     assert "dog 0%" in text and "cat 0%" not in text
     assert training_advice(recs[:20], ("cat", "dog"), proposals, scale=20) and "large" in training_advice(
         recs[:20], ("cat", "dog"), proposals, scale=20)[-1]
+
+
+def test_duplicate_rois_round_half_away_from_zero_like_the_operator() -> None:
+    from fastrcnn_cli.sampling import unique_rois
+
+    # at 1/16, x1 = 8 maps to 0.5 -> cell 1 (C round), x1 = 24 to 1.5 -> 2; np.round would give 0 and 2
+    boxes = np.array([[0, 0, 40, 40], [8, 0, 40, 40], [24, 0, 40, 40], [16, 0, 40, 40]], np.float32)
+    keep, _ = unique_rois(boxes, 1 / 16)
+    assert keep.tolist() == [0, 1, 2]  # 16 -> 1.0 -> cell 1 duplicates 8 -> 0.5 -> cell 1

@@ -57,7 +57,8 @@ def test_roi_pool_uses_the_inference_form_only_without_gradient() -> None:
     x = torch.randn((1, 8, 12, 12))
     rois = torch.tensor([[0, 0, 0, 100, 100]], dtype=torch.float32)
     with torch.no_grad():
-        assert _ops_called(lambda: roi_pool(x.requires_grad_(True), rois, 3, 1 / 16)) == {"fastrcnn::roi_pool_inference"}
+        called = _ops_called(lambda: roi_pool(x.requires_grad_(True), rois, 3, 1 / 16))
+    assert called == {"fastrcnn::roi_pool_inference"}
     x = x.detach()
     assert _ops_called(lambda: roi_pool(x, rois, 3, 1 / 16)) == {"fastrcnn::roi_pool_inference"}
     x.requires_grad_(True)

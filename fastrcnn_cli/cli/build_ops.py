@@ -12,15 +12,17 @@ from fastrcnn_cli.cli.app import JsonOption, command, examples
 @command(
     "build-ops",
     epilog=examples(
-        "fastrcnn build-ops                          [dim]# the CPU operators (and CUDA ones when a GPU is visible)[/dim]",
-        "fastrcnn build-ops --cuda                   [dim]# also the CUDA kernels, even with no GPU (e.g. in a Docker build)[/dim]",
+        "fastrcnn build-ops          [dim]# the CPU operators (and the CUDA ones when a GPU is visible)[/dim]",
+        "fastrcnn build-ops --cuda   [dim]# the CUDA kernels too, even with no GPU (a Docker build)[/dim]",
         "FASTRCNN_EXTENSIONS_DIR=/opt/fastrcnn-ops fastrcnn build-ops   [dim]# a cache folder for an image[/dim]",
     ),
 )
 def build_ops(
     cuda: Annotated[
         bool | None,
-        typer.Option("--cuda/--no-cuda", help="Build the CUDA kernels too (default: when a GPU is visible).", show_default=False),
+        typer.Option(
+            "--cuda/--no-cuda", help="Build the CUDA kernels too (default: when a GPU is visible).", show_default=False
+        ),
     ] = None,
     json_: JsonOption = False,
 ) -> None:

@@ -223,6 +223,10 @@ def _images(
             check_output_file(out / f"{path.stem}_proposals.png", "--out", [*paths, import_mat])
     elif out is not None:
         check_output_file(_drawing_target(out, paths[0], 1), "--out", [*paths, import_mat])
+    if import_mat is None and settings.proposer == "native":
+        from fastrcnn_cli.proposals import native
+
+        native.load()  # torch and the operator are loaded (built, the first time) before any image is timed
     results: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     for path in paths:

@@ -32,16 +32,18 @@ class Range:
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
+    allow_inf: bool = False  #: +inf is a meaningful value ("no limit"), e.g. a clipping norm
 
     def describe(self) -> str:
         what = "an integer" if self.kind is int else "a number"
         lo = "" if self.lo is None else f"{_num(self.lo)} {'<' if self.lo_open else '<='} "
         hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {_num(self.hi)}"
-        return f"{what}, {lo}x{hi}" if (lo or hi) else what
+        text = f"{what}, {lo}x{hi}" if (lo or hi) else what
+        return text + " or inf" if self.allow_inf else text
 
     def contains(self, value: float) -> bool:
         if isinstance(value, float) and not math.isfinite(value):
-            return False
+            return self.allow_inf and value == math.inf
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
             return False
         if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
@@ -71,9 +73,12 @@ def count(lo: int = 1, hi: int = MAX_INT) -> Range:
     return Range(int, lo, hi)
 
 
-def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> Range:
-    """A finite float in the interval (closed unless ``*_open``)."""
-    return Range(float, lo, hi, lo_open, hi_open)
+def number(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+    allow_inf: bool = False,
+) -> Range:
+    """A finite float in the interval (closed unless ``*_open``); with ``allow_inf``, also +inf."""
+    return Range(float, lo, hi, lo_open, hi_open, allow_inf)
 
 
 #: shared ranges

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import ClassesOption, DeviceOption, JsonOption, StrictOption, command, examples
 from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
 
@@ -15,6 +16,8 @@ _DATA, _MODEL, _SAMPLING, _SOLVER, _RUN, _PROPOSALS = "Data", "Model", "Sampling
 
 @command(
     "train",
+    flags={"warmup_iterations": "--warmup", "lr_steps": "--lr-step", "scales": "--scale", "holdout_fraction": "--holdout",
+           "proposal_proposer": "--proposer"},
     epilog=examples(
         "fastrcnn train my-data/ --backbone efficientnet-lite0   [dim]# recommended: the small-data recipe, CPU-friendly[/dim]",
         "fastrcnn train my-data/ --backbone efficientnet-lite0 --time-budget 15   [dim]# fit the schedule to 15 minutes[/dim]",
@@ -39,7 +42,7 @@ def train(
         ),
     ] = "auto",
     holdout: Annotated[
-        float, typer.Option(help="Share of the training split held out for validation when there is no 'val' split.", rich_help_panel=_DATA)
+        float, typer.Option(parser=ranges.number(0.0, 1.0, lo_open=True, hi_open=True), help="Share of the training split held out for validation when there is no 'val' split.", rich_help_panel=_DATA)
     ] = 0.12,
     recipe: Annotated[
         str | None,
@@ -65,57 +68,57 @@ def train(
         str | None, typer.Option(help="efficientnet-lite0 only: stage5 (112 ch) or dilated (320 ch).", rich_help_panel=_MODEL)
     ] = None,
     frozen_stages: Annotated[
-        int | None, typer.Option(help="Leading stages not trained (vgg16: 2 = conv1..conv2, as in the paper).", rich_help_panel=_MODEL)
+        int | None, typer.Option(parser=ranges.count(0, 10), help="Leading stages not trained (vgg16: 2 = conv1..conv2, as in the paper).", rich_help_panel=_MODEL)
     ] = None,
     hidden: Annotated[
-        int | None, typer.Option(help="fc6/fc7 width (default 4096 for vgg16, 1024 for efficientnet-lite0).", rich_help_panel=_MODEL)
+        int | None, typer.Option(parser=ranges.count(1, 65536), help="fc6/fc7 width (default 4096 for vgg16, 1024 for efficientnet-lite0).", rich_help_panel=_MODEL)
     ] = None,
     dropout: Annotated[
-        float | None, typer.Option(help="Dropout after fc6 and fc7 (default 0.5 for vgg16, 0 otherwise).", rich_help_panel=_MODEL)
+        float | None, typer.Option(parser=ranges.number(0.0, 1.0, hi_open=True), help="Dropout after fc6 and fc7 (default 0.5 for vgg16, 0 otherwise).", rich_help_panel=_MODEL)
     ] = None,
-    images_per_batch: Annotated[int, typer.Option(help="N: images per mini-batch (per process).", rich_help_panel=_SAMPLING)] = 2,
-    rois_per_image: Annotated[int, typer.Option(help="R / N: RoIs sampled per image.", rich_help_panel=_SAMPLING)] = 64,
-    fg_fraction: Annotated[float, typer.Option(help="Share of foreground RoIs.", rich_help_panel=_SAMPLING)] = 0.25,
-    fg_iou: Annotated[float, typer.Option(help="Foreground: IoU with a ground truth >= this.", rich_help_panel=_SAMPLING)] = 0.5,
-    bg_iou_low: Annotated[float, typer.Option(help="Background: IoU in [this, --bg-iou-high).", rich_help_panel=_SAMPLING)] = 0.1,
-    bg_iou_high: Annotated[float, typer.Option(help="Upper bound of background IoU.", rich_help_panel=_SAMPLING)] = 0.5,
+    images_per_batch: Annotated[int, typer.Option(parser=ranges.count(1, 1024), help="N: images per mini-batch (per process).", rich_help_panel=_SAMPLING)] = 2,
+    rois_per_image: Annotated[int, typer.Option(parser=ranges.count(1, 100_000), help="R / N: RoIs sampled per image.", rich_help_panel=_SAMPLING)] = 64,
+    fg_fraction: Annotated[float, typer.Option(parser=ranges.POSITIVE_FRACTION, help="Share of foreground RoIs.", rich_help_panel=_SAMPLING)] = 0.25,
+    fg_iou: Annotated[float, typer.Option(parser=ranges.FRACTION, help="Foreground: IoU with a ground truth >= this.", rich_help_panel=_SAMPLING)] = 0.5,
+    bg_iou_low: Annotated[float, typer.Option(parser=ranges.FRACTION, help="Background: IoU in [this, --bg-iou-high).", rich_help_panel=_SAMPLING)] = 0.1,
+    bg_iou_high: Annotated[float, typer.Option(parser=ranges.FRACTION, help="Upper bound of background IoU.", rich_help_panel=_SAMPLING)] = 0.5,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Add horizontally flipped images.", rich_help_panel=_SAMPLING)] = True,
     scale: Annotated[
-        list[int] | None, typer.Option("--scale", help="Shorter side in pixels; repeat for multi-scale training (recipe: 600, or 416-544).", rich_help_panel=_SAMPLING)
+        list[int] | None, typer.Option("--scale", parser=ranges.PIXELS, help="Shorter side in pixels; repeat for multi-scale training (recipe: 600, or 416-544).", rich_help_panel=_SAMPLING)
     ] = None,
-    max_size: Annotated[int | None, typer.Option(help="Longer side cap in pixels (recipe: 1000 or 800).", rich_help_panel=_SAMPLING)] = None,
+    max_size: Annotated[int | None, typer.Option(parser=ranges.PIXELS, help="Longer side cap in pixels (recipe: 1000 or 800).", rich_help_panel=_SAMPLING)] = None,
     photometric: Annotated[
-        float | None, typer.Option(help="Brightness/contrast/saturation jitter strength, 0 = off (recipe: 0 or 0.2).", rich_help_panel=_SAMPLING)
+        float | None, typer.Option(parser=ranges.number(0.0, 1.0, hi_open=True), help="Brightness/contrast/saturation jitter strength, 0 = off (recipe: 0 or 0.2).", rich_help_panel=_SAMPLING)
     ] = None,
     test_scale: Annotated[
-        int | None, typer.Option(help="Scale for evaluation and the saved model's detect default (default: the training scale, or 600 with several).", rich_help_panel=_SAMPLING)
+        int | None, typer.Option(parser=ranges.PIXELS, help="Scale for evaluation and the saved model's detect default (default: the training scale, or 600 with several).", rich_help_panel=_SAMPLING)
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Base learning rate (recipe: 0.001 or 0.01).", rich_help_panel=_SOLVER)] = None,
-    momentum: Annotated[float, typer.Option(rich_help_panel=_SOLVER)] = 0.9,
-    weight_decay: Annotated[float | None, typer.Option(help="Recipe: 0.0005 or 0.0001.", rich_help_panel=_SOLVER)] = None,
+    lr: Annotated[float | None, typer.Option(parser=ranges.number(0.0, 100.0, lo_open=True), help="Base learning rate (recipe: 0.001 or 0.01).", rich_help_panel=_SOLVER)] = None,
+    momentum: Annotated[float, typer.Option(parser=ranges.number(0.0, 1.0, hi_open=True), rich_help_panel=_SOLVER)] = 0.9,
+    weight_decay: Annotated[float | None, typer.Option(parser=ranges.number(0.0, 1.0), help="Recipe: 0.0005 or 0.0001.", rich_help_panel=_SOLVER)] = None,
     backbone_lr_factor: Annotated[
-        float | None, typer.Option(help="Learning-rate multiplier of the backbone (recipe: 1 or 0.1).", rich_help_panel=_SOLVER)
+        float | None, typer.Option(parser=ranges.number(0.0, 1000.0), help="Learning-rate multiplier of the backbone (recipe: 1 or 0.1).", rich_help_panel=_SOLVER)
     ] = None,
     clip_grad_norm: Annotated[
-        float | None, typer.Option(help="Clip the gradient's global norm to this; inf = off (recipe: off or 10).", rich_help_panel=_SOLVER)
+        float | None, typer.Option(parser=ranges.number(0.0, lo_open=True, allow_inf=True), help="Clip the gradient's global norm to this; inf = off (recipe: off or 10).", rich_help_panel=_SOLVER)
     ] = None,
-    bias_lr_factor: Annotated[float, typer.Option(help="Learning-rate multiplier of biases (no weight decay on them).", rich_help_panel=_SOLVER)] = 2.0,
+    bias_lr_factor: Annotated[float, typer.Option(parser=ranges.number(0.0, 1000.0), help="Learning-rate multiplier of biases (no weight decay on them).", rich_help_panel=_SOLVER)] = 2.0,
     lr_step: Annotated[
-        list[int] | None, typer.Option("--lr-step", help="Iteration where the lr is multiplied by --gamma; repeatable (recipe: at 3/4 of the run).", rich_help_panel=_SOLVER)
+        list[int] | None, typer.Option("--lr-step", parser=ranges.count(0, ranges.MAX_INT), help="Iteration where the lr is multiplied by --gamma; repeatable (recipe: at 3/4 of the run).", rich_help_panel=_SOLVER)
     ] = None,
-    gamma: Annotated[float, typer.Option(rich_help_panel=_SOLVER)] = 0.1,
-    iterations: Annotated[int | None, typer.Option(help="Total SGD iterations (recipe: 40000, or 5 epochs and at least 1200).", rich_help_panel=_SOLVER)] = None,
+    gamma: Annotated[float, typer.Option(parser=ranges.number(0.0, 1000.0, lo_open=True), rich_help_panel=_SOLVER)] = 0.1,
+    iterations: Annotated[int | None, typer.Option(parser=ranges.count(1, ranges.MAX_INT), help="Total SGD iterations (recipe: 40000, or 5 epochs and at least 1200).", rich_help_panel=_SOLVER)] = None,
     epochs: Annotated[
-        float | None, typer.Option(help="Schedule length in epochs (an epoch: each training image and its mirror once).", rich_help_panel=_SOLVER)
+        float | None, typer.Option(parser=ranges.number(0.0, 1_000_000.0, lo_open=True), help="Schedule length in epochs (an epoch: each training image and its mirror once).", rich_help_panel=_SOLVER)
     ] = None,
     time_budget: Annotated[
-        float | None, typer.Option(help="Minutes: fit the schedule to this from the measured speed (evaluations included).", rich_help_panel=_SOLVER)
+        float | None, typer.Option(parser=ranges.number(0.0, 10_000_000.0, lo_open=True), help="Minutes: fit the schedule to this from the measured speed (evaluations included).", rich_help_panel=_SOLVER)
     ] = None,
-    warmup: Annotated[int | None, typer.Option(help="Linear warm-up iterations from lr/10 (recipe: 0 or 200).", rich_help_panel=_SOLVER)] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Evaluate every this many iterations (0: at the end only; default: 4 per run).", rich_help_panel=_RUN)] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Write last.pt every this many iterations.", rich_help_panel=_RUN)] = 1000,
-    log_every: Annotated[int, typer.Option(help="Iterations per metrics row / log line.", rich_help_panel=_RUN)] = 20,
-    seed: Annotated[int, typer.Option(rich_help_panel=_RUN)] = 0,
+    warmup: Annotated[int | None, typer.Option(parser=ranges.count(0, ranges.MAX_INT), help="Linear warm-up iterations from lr/10 (recipe: 0 or 200).", rich_help_panel=_SOLVER)] = None,
+    eval_every: Annotated[int | None, typer.Option(parser=ranges.count(0, ranges.MAX_INT), help="Evaluate every this many iterations (0: at the end only; default: 4 per run).", rich_help_panel=_RUN)] = None,
+    checkpoint_every: Annotated[int, typer.Option(parser=ranges.count(1, ranges.MAX_INT), help="Write last.pt every this many iterations.", rich_help_panel=_RUN)] = 1000,
+    log_every: Annotated[int, typer.Option(parser=ranges.count(1, ranges.MAX_INT), help="Iterations per metrics row / log line.", rich_help_panel=_RUN)] = 20,
+    seed: Annotated[int, typer.Option(parser=ranges.SEED, rich_help_panel=_RUN)] = 0,
     device: DeviceOption = "auto",
     amp: Annotated[
         bool,
@@ -131,12 +134,12 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue a run: its folder or its last.pt (its own settings are used).", rich_help_panel=_RUN)
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).", rich_help_panel=_RUN)] = None,
+    threads: Annotated[int | None, typer.Option(parser=ranges.THREADS, help="CPU threads for torch (default: all cores).", rich_help_panel=_RUN)] = None,
     proposal_mode: Annotated[str, typer.Option(help="Selective Search mode: fast or quality.", rich_help_panel=_PROPOSALS)] = "fast",
-    proposal_max_side: Annotated[int, typer.Option(help="Selective Search works on images resized to this longer side.", rich_help_panel=_PROPOSALS)] = 500,
-    proposal_top: Annotated[int, typer.Option(help="Proposals kept per image.", rich_help_panel=_PROPOSALS)] = 2000,
+    proposal_max_side: Annotated[int, typer.Option(parser=ranges.count(16, 100_000), help="Selective Search works on images resized to this longer side.", rich_help_panel=_PROPOSALS)] = 500,
+    proposal_top: Annotated[int, typer.Option(parser=ranges.count(1, 100_000), help="Proposals kept per image.", rich_help_panel=_PROPOSALS)] = 2000,
     proposal_cache: Annotated[Path | None, typer.Option(help="Proposal cache folder (default: per data set, in the user cache).", rich_help_panel=_PROPOSALS)] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes computing missing proposals (default: all cores).", rich_help_panel=_PROPOSALS)] = None,
+    workers: Annotated[int | None, typer.Option(parser=ranges.WORKERS, help="Processes computing missing proposals (default: all cores).", rich_help_panel=_PROPOSALS)] = None,
     proposer: Annotated[Proposer, typer.Option("--proposer", help=PROPOSER_HELP, rich_help_panel=_PROPOSALS)] = Proposer.opencv,
     json_: JsonOption = False,
 ) -> None:
@@ -159,7 +162,7 @@ def train(
     from fastrcnn_cli.train import TrainSettings
     from fastrcnn_cli.train import train as run_training
 
-    if threads:
+    if threads is not None:
         torch.set_num_threads(threads)
     if resume is not None:
         result = run_training(resume=resume, iterations=iterations)
@@ -239,3 +242,5 @@ def train(
             f"done: {result.iterations} iterations in {result.seconds / 60:.1f} min "
             f"({result.images_per_s:.2f} images/s){best}; checkpoints in {result.run_dir}"
         )
+        final = result.best or result.last
+        err.print(f"report the test split once, at the end: fastrcnn evaluate DATA --split test --weights {final}")

@@ -137,7 +137,13 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError("no such weights file", path)
     # tensors and plain data only, never pickled code; says "truncated or corrupt" for a damaged file
-    payload = load_weights_file(path, CheckpointError)
+    try:
+        payload = load_weights_file(path, CheckpointError)
+    except CheckpointError as exc:
+        detail = str(exc)[len(str(path)) + 2 :] if exc.path else str(exc)
+        if "truncated" in detail or "corrupt" in detail or "cannot be read" in detail:
+            raise
+        raise CheckpointError(f"not a fastrcnn checkpoint: it {detail}", path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             "not a fastrcnn checkpoint (no 'format: fastrcnn-checkpoint' entry; "

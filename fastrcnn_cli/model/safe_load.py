@@ -47,13 +47,17 @@ def _is_refused_pickle(exc: BaseException) -> bool:
     return isinstance(exc, pickle.UnpicklingError) and ("Weights only load failed" in text or "Unsupported global" in text)
 
 
+def _refused(path: Path) -> str:
+    return (
+        "holds pickled Python objects, which fastrcnn never loads (unpickling can run any code from the file). "
+        "If you trust this file, convert it once to a plain state dict with: " + convert_command(path)
+    )
+
+
 def describe_load_failure(path: Path, exc: BaseException) -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, in words a user can act on."""
     if _is_refused_pickle(exc):
-        return (
-            "holds pickled Python objects, which fastrcnn never loads (unpickling can run any code from the file). "
-            "If you trust this file, convert it once to a plain state dict with: " + convert_command(path)
-        )
+        return _refused(path)
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -106,3 +110,24 @@ def _load_safetensors(path: Path, error: type[InputError]) -> dict[str, Any]:
         return dict(load_file(str(path), device="cpu"))
     except Exception as exc:  # noqa: BLE001 - a damaged header or truncated data
         raise error(f"is not a readable .safetensors file ({_first_line(exc)})", path) from None
+
+
+def check_weights_file(path: str | os.PathLike, error: type[InputError] = InputError) -> None:
+    """Refuse a weights file that holds pickled objects or is damaged, before any long work, without loading
+    its tensors when the format allows (the list of globals its pickle names is read from the archive)."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise error("no such file", path)
+    if path.is_dir():
+        raise error("is a folder, not a weights file", path)
+    if path.suffix.lower() == ".safetensors":
+        return
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - legacy format or damage: the full safe load says which
+        load_weights_file(path, error)
+        return
+    if unsafe:
+        raise error(_refused(path), path)

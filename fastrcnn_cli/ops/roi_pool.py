@@ -8,7 +8,10 @@ divided into an ``ph x pw`` grid of bins, and each bin is max-pooled, channel by
 The work is done by the native operator ``torch.ops.fastrcnn.roi_pool`` (C++ / CUDA, see ``csrc/``), built on first
 use by :mod:`fastrcnn_cli.ops._extension`; if it cannot be built, by the pure-PyTorch reference (with a warning).
 The operator has fake (meta) kernels and an autograd formula registered here, so it works with autograd, meta
-tensors, ``torch.compile`` and ``torch.library.opcheck``; the backward is itself differentiable.
+tensors, ``torch.compile`` and ``torch.library.opcheck``; the backward is itself differentiable. When no gradient
+is wanted (``torch.no_grad``, inference mode, or an input that does not require one), ``roi_pool`` calls
+``torch.ops.fastrcnn.roi_pool_inference`` instead: the same values, bit for bit, without computing or storing
+the argmax.
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ def check_rois(rois: Tensor, batch_size: int, spatial_scale: float) -> None:
 
 def register_onnx_symbolic(opset: int) -> None:
     """Teach torch.onnx's TorchScript-based exporter (``dynamo=False``) to write ``torch.ops.fastrcnn.roi_pool``
-    as the standard ONNX ``MaxRoiPool`` (rois [K, 5]: batch index, x1, y1, x2, y2; ``pooled_shape``,
+    (and ``roi_pool_inference``) as the standard ONNX ``MaxRoiPool`` (rois [K, 5]: batch index, x1, y1, x2, y2; ``pooled_shape``,
     ``spatial_scale``), so an exported model needs no custom domain. The argmax output has no ONNX counterpart
     (it only serves the backward). ONNX Runtime's MaxRoiPool kernel does Caffe's arithmetic (C ``round`` of the
     scaled corners, +1 sizes, float bins, floor / ceil, empty bins 0): see :mod:`fastrcnn_cli.export`."""
@@ -158,7 +161,13 @@ def register_onnx_symbolic(opset: int) -> None:
                       spatial_scale_f=spatial_scale)
         return pooled, None
 
+    @parse_args("v", "v", "f", "i", "i")
+    def symbolic_inference(g, input, rois, spatial_scale, pooled_height, pooled_width):  # noqa: ANN001, ANN202
+        return g.op("MaxRoiPool", input, rois, pooled_shape_i=[pooled_height, pooled_width],
+                    spatial_scale_f=spatial_scale)
+
     register_custom_op_symbolic("fastrcnn::roi_pool", symbolic, opset)
+    register_custom_op_symbolic("fastrcnn::roi_pool_inference", symbolic_inference, opset)
 
 
 def _needs_argmax(input: Tensor) -> bool:

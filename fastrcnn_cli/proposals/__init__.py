@@ -2,6 +2,8 @@
 
 * :mod:`.selective_search` -- :class:`ProposalSettings` and :func:`selective_search` (OpenCV's
   implementation; how its boxes are converted to our convention and mapped back to original pixels).
+* :mod:`.native` -- our Selective Search (``ProposalSettings(proposer="native")``): OpenCV's algorithm in the C++
+  extension, faster, parallel on one image, with a seeded ranking of its own.
 * :mod:`.cache` -- :func:`load_or_compute_proposals`, the cache folder layout, parallel workers,
   resuming, sharding and merging.
 * :mod:`.matlab` -- importing the original Fast R-CNN's ``.mat`` files (:func:`load_proposal_file`).

@@ -75,11 +75,11 @@ def smoothed(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(h, w, c))
 
 
-def _rotated_box(width: int, height: int) -> tuple[int, int]:
-    """Size of the bounding box of the image rotated by 45 degrees (``RotatedRect::boundingRect``)."""
+def _rotated_box(centre: tuple[float, float], width: int, height: int, angle: float) -> tuple[int, int]:
+    """Size of the bounding box of a width x height box turned by ``angle`` (``RotatedRect::boundingRect``)."""
     import cv2
 
-    pts = cv2.boxPoints(((width / 2.0, height / 2.0), (float(width), float(height)), 45.0))
+    pts = cv2.boxPoints((centre, (float(width), float(height)), angle))
     x1, y1 = np.floor(pts.min(axis=0))
     x2, y2 = np.ceil(pts.max(axis=0))
     return int(x2 - x1 + 1), int(y2 - y1 + 1)
@@ -89,7 +89,8 @@ def _split_signs(gradient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positive part, non-positive part): OpenCV's ``threshold`` at 0, TOZERO and TOZERO_INV."""
     import cv2
 
-    return (cv2.threshold(gradient, 0, 0, cv2.THRESH_TOZERO)[1], cv2.threshold(gradient, 0, 0, cv2.THRESH_TOZERO_INV)[1])
+    positive = cv2.threshold(gradient, 0, 0, cv2.THRESH_TOZERO)[1]
+    return positive, cv2.threshold(gradient, 0, 0, cv2.THRESH_TOZERO_INV)[1]
 
 
 def _oriented_derivatives(plane: np.ndarray) -> list[np.ndarray]:
@@ -102,14 +103,19 @@ def _oriented_derivatives(plane: np.ndarray) -> list[np.ndarray]:
         maps.extend(_split_signs(cv2.Scharr(plane, cv2.CV_32F, dx, dy)))
     centre = (w / 2.0, h / 2.0)
     rot = cv2.getRotationMatrix2D(centre, 45.0, 1.0)
-    bw, bh = _rotated_box(w, h)
+    bw, bh = _rotated_box(centre, w, h, 45.0)
     rot[0, 2] += bw / 2.0 - centre[0]
     rot[1, 2] += bh / 2.0 - centre[1]
     rotated = cv2.warpAffine(plane, rot, (bw, bh))
-    back = cv2.getRotationMatrix2D((float(int(rotated.shape[1] / 2.0)), float(int(rotated.shape[0] / 2.0))), -45.0, 1.0)
-    x0, y0 = (bw - w) // 2, (bh - h) // 2
+    # back by -45 degrees, then the image's pixels are cut out at offset max(0, (bbox - size) / 2), as OpenCV
+    # does. OpenCV warps into the rotated image's whole rotated box; a warped pixel depends only on the matrix
+    # and its own position, so a canvas just large enough for the cut-out gives the same values for less work.
+    centre2 = (float(int(rotated.shape[1] / 2.0)), float(int(rotated.shape[0] / 2.0)))
+    back = cv2.getRotationMatrix2D(centre2, -45.0, 1.0)
+    x0, y0 = max(0, (bw - w) // 2), max(0, (bh - h) // 2)
+    canvas = (x0 + w, y0 + h)
     for dx, dy in ((1, 0), (0, 1)):
-        g = cv2.warpAffine(cv2.Scharr(rotated, cv2.CV_32F, dx, dy), back, (bw, bh))
+        g = cv2.warpAffine(cv2.Scharr(rotated, cv2.CV_32F, dx, dy), back, canvas)
         maps.extend(_split_signs(np.ascontiguousarray(g[y0 : y0 + h, x0 : x0 + w])))
     return maps
 
@@ -143,15 +149,35 @@ def _op() -> Any:
     return op
 
 
+def load() -> None:
+    """Import torch and load (build, the first time) the operator now; :class:`BuildError` if it cannot."""
+    _op()
+
+
 def search_spaces(
-    images: list[np.ndarray], ks: tuple[float, ...], strategies: tuple[int, ...], min_region: int = MIN_REGION, seed: int = SEED
+    images: list[np.ndarray],
+    ks: tuple[float, ...],
+    strategies: tuple[int, ...],
+    min_region: int = MIN_REGION,
+    seed: int = SEED,
 ) -> np.ndarray:
     """Selective Search over the given colour images (uint8 [H, W, C] each), every (image, k, strategy)
     grouping: [N, 4] int64 ``(x, y, w, h)`` rectangles, ranked, without duplicates (OpenCV's ``process()``)."""
     import torch
 
     op = _op()
-    feats = [(torch.from_numpy(im), torch.from_numpy(smoothed(im)), torch.from_numpy(texture_maps(im))) for im in images]
+
+    def features(im: np.ndarray) -> tuple[Any, Any, Any]:
+        return torch.from_numpy(im), torch.from_numpy(smoothed(im)), torch.from_numpy(texture_maps(im))
+
+    threads = min(len(images), torch.get_num_threads())
+    if threads > 1:  # OpenCV's filters release the GIL: the colour spaces' inputs are made side by side too
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            feats = list(pool.map(features, images))
+    else:
+        feats = [features(im) for im in images]
     rects = op([f[0] for f in feats], [f[1] for f in feats], [f[2] for f in feats], [float(k) for k in ks],
                [int(s) for s in strategies], int(min_region), int(seed))
     return rects.numpy().astype(np.int64)

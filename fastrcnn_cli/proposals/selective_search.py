@@ -249,8 +249,10 @@ def opencv_single_config_rects(image: np.ndarray, k: float, strategy: int, min_r
     gs.setSigma(float(np.float32(0.8)))  # OpenCV's switchTo... pass the float 0.8 on as a double
     gs.setMinSize(int(min_region))
     ss.addGraphSegmentation(gs)
-    colour, fill = seg.createSelectiveSearchSegmentationStrategyColor(), seg.createSelectiveSearchSegmentationStrategyFill()
-    texture, size = seg.createSelectiveSearchSegmentationStrategyTexture(), seg.createSelectiveSearchSegmentationStrategySize()
+    colour = seg.createSelectiveSearchSegmentationStrategyColor()
+    fill = seg.createSelectiveSearchSegmentationStrategyFill()
+    texture = seg.createSelectiveSearchSegmentationStrategyTexture()
+    size = seg.createSelectiveSearchSegmentationStrategySize()
     made = {
         0: lambda: seg.createSelectiveSearchSegmentationStrategyMultiple(colour, fill, texture, size),
         1: lambda: seg.createSelectiveSearchSegmentationStrategyMultiple(fill, texture, size),
