@@ -80,11 +80,12 @@ def test_single_configuration_gives_opencvs_boxes(seed: int, space: str, k: int,
     assert as_set(ours) == as_set(theirs)
 
 
-def test_fast_mode_gives_opencvs_box_set() -> None:
+@pytest.mark.parametrize("mode", ["fast", "quality"])
+def test_whole_modes_give_opencvs_box_set(mode: str) -> None:
     from fastrcnn_cli.proposals.selective_search import _opencv_rects
 
-    bgr = synthetic_image(4)
-    assert as_set(native.native_rects(bgr, "fast")) == as_set(_opencv_rects(bgr, "fast"))
+    bgr = synthetic_image(4, 64, 80)
+    assert as_set(native.native_rects(bgr, mode)) == as_set(_opencv_rects(bgr, mode))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from fastrcnn_cli.data.holdout import hold_out
 from fastrcnn_cli.data.synthetic import SyntheticSettings, class_names, make_synthetic_voc
 from fastrcnn_cli.data.voc import ImageRecord, load_dataset
-from fastrcnn_cli.errors import InputError
+from fastrcnn_cli.errors import SettingsError
 from fastrcnn_cli.model.checkpoint import read_checkpoint_file
 from fastrcnn_cli.monitor import RunMonitor, prior_loss
 from fastrcnn_cli.recipes import RECIPES
@@ -74,10 +74,10 @@ def test_recipes_fill_only_what_is_unset_and_scale_the_schedule() -> None:
 
 
 def test_settings_errors_name_fields_not_flags() -> None:
-    with pytest.raises(InputError, match="holdout_fraction") as info:
+    with pytest.raises(SettingsError, match="holdout_fraction") as info:
         TrainSettings(data="x", holdout_fraction=1.5).validate()
     assert "--" not in str(info.value)
-    with pytest.raises(InputError, match="recipe"):
+    with pytest.raises(SettingsError, match="recipe"):
         TrainSettings(data="x", recipe="magic").validate()
 
 

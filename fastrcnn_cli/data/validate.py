@@ -130,11 +130,12 @@ def _image_size(path: Path) -> tuple[int, int]:
     # only the header is read here (no pixels are decoded), so Pillow's decompression-bomb guard does not apply
     Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # verify() must come right after open (Pillow), before any other read
             size = im.size
+            im.verify()
+        with Image.open(path) as im:
             if im.getexif().get(0x0112) in (5, 6, 7, 8):  # read_image turns it upright: 90 degrees
                 size = size[::-1]
-            im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"unreadable image ({exc.__class__.__name__}: {exc})", path) from None
     if size[0] <= 0 or size[1] <= 0:

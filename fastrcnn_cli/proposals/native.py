@@ -6,7 +6,8 @@ where the algorithm is written down); this module prepares its inputs with OpenC
 that the numbers the grouping sees are OpenCV's, bit for bit:
 
 * **Colour spaces** (``cv2.cvtColor`` of the 8-bit BGR image), as ``switchToSelectiveSearchFast`` /
-  ``...Quality``: fast = HSV, Lab; quality = HSV, Lab, grey, the hue channel alone, and (R, G, grey).
+  ``...Quality``: fast = HSV, Lab; quality = HSV, Lab, grey, one channel alone (meant to be hue, in effect
+  blue: see :data:`COLOUR_SPACES`), and (R, G, grey).
 * **Smoothing** for the graph segmentation: ``cv2.GaussianBlur`` of the float image with
   ``sigma = float32(0.8)`` (OpenCV passes the float 0.8 on as a double), once per colour space.
 * **Texture maps**, per channel, as OpenCV's texture strategy makes them: Scharr derivatives in x and y of the
@@ -42,7 +43,11 @@ SEED = 1
 KS = {"fast": (150, 300, 450), "quality": (150, 300, 450, 600, 750)}
 #: strategy codes of the operator: 0 colour+fill+texture+size, 1 fill+texture+size, 2 fill, 3 size
 STRATEGIES = {"fast": (0, 1), "quality": (0, 1, 2, 3)}
-COLOUR_SPACES = {"fast": ("hsv", "lab"), "quality": ("hsv", "lab", "gray", "hue", "rgi")}
+#: quality mode's fourth image is meant to be the hue channel, but OpenCV's switchToSelectiveSearchQuality splits
+#: the BGR image into the same Mat array right after, and split() reuses the hue plane's buffer (same size and
+#: type): the image it searches is the blue channel. We search what OpenCV searches (checked: with "hue" the box
+#: sets differ, with "blue" they agree).
+COLOUR_SPACES = {"fast": ("hsv", "lab"), "quality": ("hsv", "lab", "gray", "blue", "rgi")}
 
 
 def colour_space(bgr: np.ndarray, name: str) -> np.ndarray:
@@ -57,11 +62,13 @@ def colour_space(bgr: np.ndarray, name: str) -> np.ndarray:
         out = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     elif name == "hue":
         out = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[:, :, 0])
+    elif name == "blue":
+        out = np.ascontiguousarray(bgr[:, :, 0])
     elif name == "rgi":
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         out = np.dstack([bgr[:, :, 2], bgr[:, :, 1], gray])
     else:
-        raise InputError(f"unknown colour space {name!r} (choose from hsv, lab, gray, hue, rgi)")
+        raise InputError(f"unknown colour space {name!r} (choose from hsv, lab, gray, hue, blue, rgi)")
     return np.ascontiguousarray(out.reshape(bgr.shape[0], bgr.shape[1], -1))
 
 
