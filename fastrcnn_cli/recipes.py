@@ -10,7 +10,8 @@ a value given on the command line always wins. Two recipes:
 
 ``small-data``
     For fine-tuning the light backbone (``efficientnet-lite0``) on a few hundred images on a CPU; the default
-    for it. Chosen on validation splits (never a test split) of several data sets; see README's "Results".
+    for it. Fixed from the diagnosis of multi-class training (``docs/training.md``: training losses and
+    validation splits, never a test split), then measured on several data sets (README's "Results").
     What differs from the paper, and why:
 
     - *The head learns at the full rate, the backbone at 1/10 of it* (``backbone_lr_factor`` 0.1). At the
@@ -24,7 +25,7 @@ a value given on the command line always wins. Two recipes:
     - *Warm-up* over the first 200 iterations, from lr / 10.
     - *A schedule in epochs* scaled to the data set (``epochs`` passes over the training images and their
       mirror images, at least ``min_iterations``), with one x0.1 step at 3/4 of it: a data set of 300
-      images gets about 1,500 iterations, 20 minutes on a 2-core CPU.
+      images gets about 1,500 iterations, about 22 minutes on a 2-core CPU.
     - *Scale jitter*: the shorter side drawn from 416-544 for each training image, tested at 480 (longer side
       capped at 800), and mild *photometric jitter* (brightness, contrast, saturation): cheap regularisers
       that help small data sets.

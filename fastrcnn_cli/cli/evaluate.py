@@ -30,14 +30,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
 from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, StrictOption, WeightsOption, command, examples
 from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
+
+if TYPE_CHECKING:  # numpy is imported where it is used: `fastrcnn --help` does not need it
+    import numpy as np
 
 _DATA, _MODEL, _OUT, _PROPOSALS = "Data", "Model", "Output", "Proposals"
 METRICS = ("voc07", "area")
@@ -94,6 +96,8 @@ def resolve_eval_classes(
 
 def _index_map(source: Sequence[str], target: Sequence[str]) -> np.ndarray:
     """source label -> target label, -1 where the source class is not evaluated."""
+    import numpy as np
+
     return np.array([list(target).index(c) if c in target else -1 for c in source], dtype=np.int64)
 
 
@@ -115,7 +119,7 @@ def restrict_ground_truth(records: Sequence[Any], source: Sequence[str], target:
     mapping = _index_map(source, target)
     out = []
     for r in records:
-        labels = mapping[r.labels] if len(r.labels) else np.zeros(0, np.int64)
+        labels = mapping[r.labels] if len(r.labels) else mapping[:0]
         keep = labels >= 0
         out.append(_GroundTruth(r.id, r.boxes[keep], labels[keep], r.difficult[keep]))
     return out
