@@ -79,16 +79,22 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else ""
 
 
-def load_weights_file(path: str | os.PathLike, error: type[InputError] = InputError) -> Any:
-    """The contents of a weights file (a ``torch.save`` of tensors and plain data, or ``.safetensors``), read
-    without unpickling anything else. Raises ``error`` naming the file and saying what is wrong with it."""
-    import torch
-
+def _existing_file(path: str | os.PathLike, error: type[InputError]) -> Path:
+    """``path`` as a Path, or ``error`` when it is missing or a folder."""
     path = Path(path)
     if not path.exists():
         raise error("no such file", path)
     if path.is_dir():
         raise error("is a folder, not a weights file", path)
+    return path
+
+
+def load_weights_file(path: str | os.PathLike, error: type[InputError] = InputError) -> Any:
+    """The contents of a weights file (a ``torch.save`` of tensors and plain data, or ``.safetensors``), read
+    without unpickling anything else. Raises ``error`` naming the file and saying what is wrong with it."""
+    import torch
+
+    path = _existing_file(path, error)
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, error)
     try:
@@ -117,11 +123,7 @@ def check_weights_file(path: str | os.PathLike, error: type[InputError] = InputE
     its tensors when the format allows (the list of globals its pickle names is read from the archive)."""
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise error("no such file", path)
-    if path.is_dir():
-        raise error("is a folder, not a weights file", path)
+    path = _existing_file(path, error)
     if path.suffix.lower() == ".safetensors":
         return
     try:
