@@ -72,13 +72,3 @@ def fold_normalisation(
     std = weight.new_tensor(stds).repeat(repeat)
     mean = weight.new_tensor(means).repeat(repeat)
     return weight * std[:, None], bias * std + mean
-
-
-def unfold_normalisation(
-    weight: torch.Tensor, bias: torch.Tensor, means=BBOX_MEANS, stds=BBOX_STDS
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The inverse of :func:`fold_normalisation` (to fine-tune a saved model)."""
-    repeat = weight.shape[0] // 4
-    std = weight.new_tensor(stds).repeat(repeat)
-    mean = weight.new_tensor(means).repeat(repeat)
-    return weight / std[:, None], (bias - mean) / std

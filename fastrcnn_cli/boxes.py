@@ -110,10 +110,3 @@ def hflip(boxes: Boxes, width: int) -> Boxes:
 def scale(boxes: Boxes, factor: float) -> Boxes:
     """Boxes of an image resized by ``factor`` (pixel indices scale linearly, as in the original)."""
     return boxes * factor
-
-
-def to_xywh(boxes: Boxes) -> Boxes:
-    """COCO's [x, y, w, h] from our corners (w = x2 - x1 + 1)."""
-    if isinstance(boxes, torch.Tensor):
-        return torch.stack([boxes[..., 0], boxes[..., 1], widths(boxes), heights(boxes)], dim=-1)
-    return np.stack([boxes[..., 0], boxes[..., 1], widths(boxes), heights(boxes)], axis=-1)

@@ -31,8 +31,9 @@ prints and the ones ``benchmark`` reports are the same measurements.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,12 +41,20 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from fastrcnn_cli import box_coding
+from fastrcnn_cli import box_coding, progress
 from fastrcnn_cli.boxes import clip
+from fastrcnn_cli.data.records import ImageRecord
+from fastrcnn_cli.detections import Detections
 from fastrcnn_cli.devices import synchronize
-from fastrcnn_cli.evaluation import Detections
+from fastrcnn_cli.errors import CheckpointError, ExitCode, InputError, SettingsError
+from fastrcnn_cli.io import read_image
+from fastrcnn_cli.model.checkpoint import Checkpoint
 from fastrcnn_cli.model.fast_rcnn import FastRCNN, batch_images, prepare_image, size_multiple
 from fastrcnn_cli.nms import batched_nms  # torchvision's NMS results without importing torchvision
+from fastrcnn_cli.proposals.cache import BOXES_DIR, META_FILE, ProposalCache, file_name, read_entry
+from fastrcnn_cli.proposals.matlab import check_and_clean, load_proposal_file
+from fastrcnn_cli.proposal_settings import ProposalSettings
+from fastrcnn_cli.proposals.selective_search import selective_search
 from fastrcnn_cli.sampling import unique_rois
 
 
@@ -53,15 +62,13 @@ from fastrcnn_cli.sampling import unique_rois
 class DetectSettings:
     scales: tuple[int, ...] = (600,)
     max_size: int = 1000
-    score_threshold: float = 0.5  #: the CLI's --conf; evaluation uses EVAL_SETTINGS' floor
+    score_threshold: float = 0.5  #: evaluation uses the floor :data:`EVAL_SCORE_THRESHOLD`
     nms: float = 0.3
     max_detections: int = 100  #: over all classes, per image
     classes: tuple[str, ...] | None = None  #: keep only these class names (None: all)
     dedup: bool = True
 
     def __post_init__(self) -> None:
-        from fastrcnn_cli.errors import SettingsError
-
         problems = []  # (field, message): the command line names its own flag for each field
         if not self.scales or any(int(s) < 32 for s in self.scales):
             problems.append(("scales", f"must be at least 32 pixels (got {', '.join(str(s) for s in self.scales) or 'none'})"))
@@ -77,14 +84,16 @@ class DetectSettings:
             raise SettingsError(*problems[0], *problems[1:])
 
     @classmethod
-    def for_checkpoint(cls, meta: object, scales: Sequence[int] | None = None, max_size: int | None = None, **kw: object) -> DetectSettings:
+    def for_checkpoint(
+        cls, meta: Checkpoint, scales: Sequence[int] | None = None, max_size: int | None = None, **kw: Any
+    ) -> DetectSettings:
         """Settings for a checkpoint's model: the test scale is the checkpoint's first training scale (the one
         ``train``'s periodic evaluation uses) and its ``max_size``, unless given."""
-        meta_scales = tuple(getattr(meta, "scales", ()) or (600,))
+        meta_scales = tuple(meta.scales) or (600,)
         return cls(
             scales=tuple(int(s) for s in scales) if scales else (int(meta_scales[0]),),
-            max_size=int(max_size) if max_size is not None else int(getattr(meta, "max_size", 1000) or 1000),
-            **kw,  # type: ignore[arg-type]
+            max_size=int(max_size) if max_size is not None else int(meta.max_size or 1000),
+            **kw,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -139,7 +148,7 @@ class DetectionResult:
     image_size: tuple[int, int] = (0, 0)  #: (width, height)
 
 
-def _map_to_scales(boxes: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+def map_to_scales(boxes: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     """For each box, the index of the scale at which its area is closest to 224^2 (the original's pyramid rule)."""
     if len(factors) == 1:
         return np.zeros(len(boxes), np.int64)
@@ -174,13 +183,13 @@ class Detector:
         model: FastRCNN | NetworkBackend,
         settings: DetectSettings | None = None,
         device: torch.device | str = "cpu",
-        proposal_settings: object | None = None,
+        proposal_settings: ProposalSettings | None = None,
         normalised_deltas: bool = False,
     ) -> None:
         """``normalised_deltas``: the model's regressor still predicts normalised offsets (a model in training,
         before :func:`fastrcnn_cli.box_coding.fold_normalisation`); saved models never do."""
         self.backend: NetworkBackend | None = None if isinstance(model, torch.nn.Module) else model
-        self.model = model.eval().to(device) if self.backend is None else model  # type: ignore[union-attr]
+        self.model: Any = model.eval().to(device) if self.backend is None else model
         self.normalised_deltas = normalised_deltas
         if self.backend is None:
             # build/load the native RoI pooling operator now, so no timed detection pays for it
@@ -194,10 +203,8 @@ class Detector:
         if self.settings.classes is not None:
             unknown = [c for c in self.settings.classes if c not in classes]
             if unknown:
-                from fastrcnn_cli.errors import InputError
-
-                raise InputError(
-                    f"--classes names {', '.join(unknown)}, which the model does not know (it knows: {', '.join(classes)})"
+                raise UnknownClassError(
+                    "classes", f"names {', '.join(unknown)}, which the model does not know (it knows: {', '.join(classes)})"
                 )
             self._class_mask = torch.tensor([c in self.settings.classes for c in classes])
         else:
@@ -207,11 +214,18 @@ class Detector:
         synchronize(self.device)
         return time.perf_counter() - start
 
-    def propose(self, image: np.ndarray) -> np.ndarray:
-        from fastrcnn_cli.proposals import ProposalSettings, selective_search
+    def with_settings(self, settings: DetectSettings) -> Detector:
+        """The same network, device and proposal settings with other detection settings."""
+        if settings == self.settings:
+            return self
+        training = self.backend is None and self.model.training
+        other = Detector(self.backend or self.model, settings, self.device, self.proposal_settings, self.normalised_deltas)
+        if training:
+            self.model.train()  # the model is shared: left in the mode it had (a model in training)
+        return other
 
-        settings = self.proposal_settings or ProposalSettings()
-        return selective_search(image, settings)  # type: ignore[arg-type]
+    def propose(self, image: np.ndarray) -> np.ndarray:
+        return selective_search(image, self.proposal_settings or ProposalSettings())
 
     @torch.inference_mode()
     def scores_and_boxes(
@@ -228,7 +242,7 @@ class Detector:
             x, factor = prepare_image(self.model, image, scale, s.max_size)
             inputs.append(x)
             factors.append(factor)
-        levels = _map_to_scales(proposals, factors)
+        levels = map_to_scales(proposals, factors)
         times.preprocess += self._time(t)
 
         num_classes = self.model.config.num_classes
@@ -343,24 +357,33 @@ def sanitise_proposals(proposals: np.ndarray, width: int, height: int) -> np.nda
     return np.ascontiguousarray(boxes[ok])
 
 
-def proposal_settings_from_meta(meta: object, top: int | None = None, proposer: str | None = None) -> object:
+class UnknownClassError(SettingsError):
+    """``classes`` names a class the model (or the data set) does not know: the input does not fit the
+    request, exit code 1. Named by field, like every :class:`SettingsError`."""
+
+    exit_code = ExitCode.FAILURE
+
+
+def proposal_settings_from_meta(
+    meta: Checkpoint,
+    top: int | None = None,
+    proposer: str | None = None,
+    *,
+    mode: str | None = None,
+    max_side: int | None = None,
+    min_size: int | None = None,
+) -> ProposalSettings:
     """The Selective Search settings a checkpoint was trained with (``meta.proposals``; the defaults when the
-    checkpoint records none), with ``top`` and ``proposer`` ("opencv" or "native") overridden when given."""
-    import dataclasses
-
-    from fastrcnn_cli.errors import CheckpointError, InputError
-    from fastrcnn_cli.proposals import ProposalSettings
-
-    recorded = dict(getattr(meta, "proposals", None) or {})
+    checkpoint records none), with each setting given (not None) laid over them. A recorded set that is not
+    usable is a :class:`CheckpointError` naming the file; a given value out of range an :class:`InputError`
+    naming the setting."""
+    recorded = dict(meta.proposals or {})
     try:
         settings = ProposalSettings.from_dict(recorded) if recorded else ProposalSettings()
     except (InputError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"its proposal settings {recorded} are not usable here ({exc})", getattr(meta, "path", None)) from None
-    if top is not None:
-        settings = dataclasses.replace(settings, top=int(top))
-    if proposer is not None:
-        settings = dataclasses.replace(settings, proposer=str(proposer))
-    return settings
+        raise CheckpointError(f"its proposal settings {recorded} are not usable here ({exc})", meta.path) from None
+    given = {"mode": mode, "max_side": max_side, "top": top, "min_size": min_size, "proposer": proposer}
+    return dataclasses.replace(settings, **{k: v for k, v in given.items() if v is not None})
 
 
 #: names a per-image proposal file may have in a ``--proposals`` folder, for an image ``<stem>.<ext>``
@@ -378,15 +401,11 @@ def read_proposal_file(path: str | Path, image_size: tuple[int, int] | None = No
     Raises :class:`InputError` naming the file. (The per-data-set MATLAB files of the original are imported
     into a proposal cache by ``fastrcnn propose --import-mat``.)
     """
-    from fastrcnn_cli.errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError("no such proposal file", path)
     suffix = path.suffix.lower()
     if suffix == ".mat":
-        from fastrcnn_cli.proposals import load_proposal_file
-
         return load_proposal_file(path, image_size=image_size)
     if suffix != ".npy":
         raise InputError("unknown proposal file type (expected .mat with a 'boxes' variable, or .npy)", path)
@@ -396,8 +415,6 @@ def read_proposal_file(path: str | Path, image_size: tuple[int, int] | None = No
         raise InputError(f"not a readable .npy file ({type(exc).__name__}: {exc})", path) from None
     if boxes.dtype.kind not in "iuf" or boxes.ndim != 2 or boxes.shape[1] != 4:
         raise InputError(f"proposals must be a [P, 4] array of x1, y1, x2, y2 (got {boxes.dtype} {tuple(boxes.shape)})", path)
-    from fastrcnn_cli.proposals.matlab import check_and_clean
-
     # the same rules as a .mat file: NaN refused, a few boxes outside clipped, many refused
     return check_and_clean(boxes, image_size, None, "the boxes", path)
 
@@ -421,9 +438,6 @@ def load_image_proposals(source: str | Path, image_path: Path, image_size: tuple
 
     Raises :class:`InputError` naming the image when there are none for it.
     """
-    from fastrcnn_cli.errors import InputError
-    from fastrcnn_cli.proposals.cache import BOXES_DIR, META_FILE, ProposalCache, file_name, read_entry
-
     source, image_path = Path(source), Path(image_path)
     if source.is_file():
         return read_proposal_file(source, image_size)
@@ -446,8 +460,8 @@ def load_image_proposals(source: str | Path, image_path: Path, image_size: tuple
 
 def detect_dataset(
     detector: Detector,
-    records: Sequence,
-    proposals: dict[str, np.ndarray],
+    records: Sequence[ImageRecord],
+    proposals: Mapping[str, np.ndarray],
     score_threshold: float = EVAL_SCORE_THRESHOLD,
     description: str = "detecting",
 ) -> tuple[list[Detections], StageTimes]:
@@ -456,12 +470,9 @@ def detect_dataset(
     An image without an entry in ``proposals`` (one the proposal stage could not process, or one missing
     from an imported set) gets no detections, with a warning: it still counts in the evaluation.
 
-    Returns the detections of every image and the summed stage times. This is what ``fastrcnn evaluate`` and
-    the periodic evaluation of ``fastrcnn train`` both call, so both report the same number.
+    Returns the detections of every image and the summed stage times. Every evaluation calls it through
+    :func:`fastrcnn_cli.pipeline.evaluate_split`, so every command reports the same number.
     """
-    from fastrcnn_cli.console import track
-    from fastrcnn_cli.io import read_image
-
     total = StageTimes()
     results: list[Detections] = []
     missing: list[str] = []
@@ -470,7 +481,7 @@ def detect_dataset(
     if torch_model is not None:
         torch_model.eval()
     try:
-        for record in track(records, description):
+        for record in progress.track(records, description, unit="img"):
             boxes = proposals.get(record.id)
             if boxes is None:  # left out by the proposal stage (it said why): nothing can be detected
                 missing.append(record.id)
@@ -485,8 +496,6 @@ def detect_dataset(
         if torch_model is not None:
             torch_model.train(was_training)
     if missing:
-        from fastrcnn_cli.console import warn
-
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        warn(f"{len(missing)} of {len(records)} images have no proposals and count as images without detections: {shown}")
+        progress.warn(f"{len(missing)} of {len(records)} images have no proposals and count as images without detections: {shown}")
     return results, total

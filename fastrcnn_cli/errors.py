@@ -6,8 +6,12 @@ and exits with their code. Anything else that escapes is a bug and exits with co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the validation module imports NumPy; this one stays light for the command line's start-up
+    from fastrcnn_cli.data.validate import Problem
 
 
 class ExitCode(IntEnum):
@@ -16,7 +20,6 @@ class ExitCode(IntEnum):
     USAGE = 2  #: bad command-line usage (Click's own code)
     DATASET_INVALID = 3  #: data set validation failed (``--strict``, or nothing usable left)
     DIVERGED = 4  #: training stopped on a NaN or infinite loss
-    NOT_IMPLEMENTED = 5  #: a command that this version does not provide yet
     INTERRUPTED = 130  #: Ctrl-C (training saves a checkpoint first)
 
 
@@ -60,14 +63,21 @@ class SettingsError(FastRCNNError):
         return "; ".join(f"{name(f)}: {m}" for f, m in self.problems)
 
 
+class MissingInputError(SettingsError):
+    """An input file that was not given and whose default is missing (the shipped model, the example image):
+    exit code 1, named by field (``weights``, ``image``) like every :class:`SettingsError`."""
+
+    exit_code = ExitCode.FAILURE
+
+
 class DatasetError(FastRCNNError):
     """A data set failed validation; ``problems`` lists every problem found."""
 
     exit_code = ExitCode.DATASET_INVALID
 
-    def __init__(self, message: str, problems: list | None = None, path: object | None = None) -> None:
+    def __init__(self, message: str, problems: Sequence[Problem] | None = None, path: object | None = None) -> None:
         super().__init__(message, path)
-        self.problems = list(problems or [])
+        self.problems: list[Problem] = list(problems or [])
 
 
 class DivergedError(FastRCNNError):

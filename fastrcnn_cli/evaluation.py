@@ -1,7 +1,8 @@
 """Evaluation: PASCAL VOC average precision, the one mAP implementation of fastrcnn.
 
 Train-time evaluation, ``fastrcnn evaluate`` and the ``compress-svd --eval`` report all call
-:func:`evaluate_voc`, so they report the same number for the same detections.
+:func:`evaluate_voc` (through :func:`fastrcnn_cli.pipeline.evaluate_split`), so they report the same number
+for the same detections.
 
 The protocol (the MATLAB devkit's ``VOCevaldet``), for each class c separately:
 
@@ -47,105 +48,32 @@ Decisions beyond the devkit, documented here once:
   of ``ground_truth`` with no boxes (of a class) makes all its detections (of that class) false positives.
 - When every detection of a class is ignored, AP is 0 (the devkit's 11-point code gives NaN there).
 
-Raw detections can be saved and evaluated again without the model (:func:`save_detections`,
-:func:`load_detections`); :func:`render_table` and :func:`plot_precision_recall` present a result.
+Raw detections can be saved and evaluated again without the model (:mod:`fastrcnn_cli.detections`); the
+command line presents a result (:mod:`fastrcnn_cli.cli.render_eval`: the table and the precision-recall plot).
 """
 
 from __future__ import annotations
 
-import io as _io
-import json
 import math
 import os
 import re
-import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from fastrcnn_cli import boxes as box_ops
+from fastrcnn_cli.detections import Detections, DetectionsLike, group_by_image
 from fastrcnn_cli.errors import InputError
-from fastrcnn_cli.io import atomic_write, atomic_write_bytes
-
-if TYPE_CHECKING:  # pragma: no cover
-    from rich.table import Table
 
 Headline = Literal["voc07", "area"]
 
 #: the PASCAL VOC overlap criterion
 DEFAULT_IOU_THRESHOLD = 0.5
 
-#: ``format`` tag and version of files written by :func:`save_detections`
-DETECTIONS_FORMAT = "fastrcnn-detections"
-DETECTIONS_VERSION = 1
-
-_HEADLINE_NAMES: dict[str, str] = {"voc07": "VOC07 11-point AP", "area": "area AP (VOC2010+)"}
-
-
-# --------------------------------------------------------------------------------------------------
-# detections
-# --------------------------------------------------------------------------------------------------
-
-
-def _as_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor, on any device
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-@dataclass
-class Detections:
-    """The detections of one image, in the project's box convention (:mod:`fastrcnn_cli.boxes`).
-
-    ``boxes`` [N, 4] float32 (x1, y1, x2, y2; 0-based inclusive, original image pixels), ``scores`` [N] float32,
-    ``labels`` [N] int64 (0-based indices into the data set's classes; no background). Numpy arrays, lists and
-    torch tensors are accepted and converted.
-    """
-
-    image_id: str
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.image_id = str(self.image_id)
-        self.boxes = _as_numpy(self.boxes).astype(np.float32, copy=False).reshape(-1, 4)
-        self.scores = _as_numpy(self.scores).astype(np.float32, copy=False).reshape(-1)
-        self.labels = _as_numpy(self.labels).astype(np.int64, copy=False).reshape(-1)
-        n = self.boxes.shape[0]
-        if self.scores.shape[0] != n or self.labels.shape[0] != n:
-            raise ValueError(
-                f"detections of {self.image_id!r}: {n} boxes, {self.scores.shape[0]} scores and "
-                f"{self.labels.shape[0]} labels (they must be equal)"
-            )
-        if np.isnan(self.scores).any():
-            raise ValueError(f"detections of {self.image_id!r}: a score is NaN")
-
-    def __len__(self) -> int:
-        return int(self.boxes.shape[0])
-
-    @classmethod
-    def empty(cls, image_id: str) -> Detections:
-        return cls(image_id, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-
-    @classmethod
-    def concatenate(cls, image_id: str, parts: Sequence[Detections]) -> Detections:
-        if len(parts) == 1:
-            return cls(image_id, parts[0].boxes, parts[0].scores, parts[0].labels)
-        if not parts:
-            return cls.empty(image_id)
-        return cls(
-            image_id,
-            np.concatenate([p.boxes for p in parts]),
-            np.concatenate([p.scores for p in parts]),
-            np.concatenate([p.labels for p in parts]),
-        )
-
-
-DetectionsLike = Sequence[Detections] | Mapping[str, Detections]
+HEADLINE_NAMES: dict[str, str] = {"voc07": "VOC07 11-point AP", "area": "area AP (VOC2010+)"}
 
 
 class GroundTruth(Protocol):
@@ -155,17 +83,6 @@ class GroundTruth(Protocol):
     boxes: np.ndarray  #: [N, 4] our convention
     labels: np.ndarray  #: [N] 0-based into classes
     difficult: np.ndarray  #: [N] bool
-
-
-def _group_by_image(detections: DetectionsLike | Iterable[Detections]) -> dict[str, Detections]:
-    """image id -> its detections; several entries for one image are concatenated, in the order given."""
-    items: Iterable[Detections] = detections.values() if isinstance(detections, Mapping) else detections
-    parts: dict[str, list[Detections]] = {}
-    for det in items:
-        if not isinstance(det, Detections):
-            raise TypeError(f"expected Detections, got {type(det).__name__}")
-        parts.setdefault(det.image_id, []).append(det)
-    return {image_id: Detections.concatenate(image_id, p) for image_id, p in parts.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,7 +232,7 @@ def protocol_description(iou_threshold: float = DEFAULT_IOU_THRESHOLD, headline:
     other = "area" if headline == "voc07" else "VOC07 11-point"
     return (
         f"PASCAL VOC: IoU >= {iou_threshold:g} (+1 px areas), difficult ignored, duplicates false positives, "
-        f"{_HEADLINE_NAMES[headline]} headline ({other} AP also reported)"
+        f"{HEADLINE_NAMES[headline]} headline ({other} AP also reported)"
     )
 
 
@@ -377,8 +294,8 @@ def evaluate_voc(
     indexed by the labels. Raises :class:`InputError` when a detection names an image that is not in
     ``ground_truth`` or a label outside ``classes``.
     """
-    if headline not in _HEADLINE_NAMES:
-        raise ValueError(f"headline must be one of {sorted(_HEADLINE_NAMES)}, not {headline!r}")
+    if headline not in HEADLINE_NAMES:
+        raise ValueError(f"headline must be one of {sorted(HEADLINE_NAMES)}, not {headline!r}")
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], not {iou_threshold}")
     classes = [str(c) for c in classes]
@@ -390,7 +307,7 @@ def evaluate_voc(
             raise ValueError(f"image {rec.id!r} appears twice in the ground truth")
         index_of[rec.id] = i
 
-    by_image = _group_by_image(detections)
+    by_image = group_by_image(detections)
     unknown = [image_id for image_id in by_image if image_id not in index_of]
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
@@ -503,236 +420,3 @@ def evaluate_voc(
         num_images=len(ground_truth),
         notes=notes,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# raw detections on disk
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SavedDetections:
-    """What :func:`load_detections` returns."""
-
-    detections: list[Detections]  #: one per image, in the saved order (images without detections included)
-    classes: list[str]
-    meta: dict[str, Any]
-
-
-def save_detections(
-    path: str | os.PathLike,
-    detections: DetectionsLike,
-    classes: Sequence[str],
-    meta: Mapping[str, Any] | None = None,
-) -> None:
-    """Write raw detections so that a score can be recomputed without the model (written atomically).
-
-    The file is a numpy ``.npz`` archive (a zip of ``.npy`` files; ``boxes`` and ``scores`` stored, the
-    rest deflated), readable with ``np.load(path)``, holding:
-
-    ============  ==============  ===================================================================
-    key           dtype, shape    contents
-    ============  ==============  ===================================================================
-    ``header``    str, []         JSON: ``{"format": "fastrcnn-detections", "version": 1,``
-                                  ``"classes": [...], "box_convention": "...", "meta": {...}}``
-    ``image_ids`` str, [M]        the images, in order (images with no detections included)
-    ``counts``    int64, [M]      the number of detections of each image
-    ``boxes``     float32, [N, 4] x1, y1, x2, y2: 0-based inclusive, original image pixels
-    ``scores``    float32, [N]    scores
-    ``labels``    int64, [N]      0-based indices into ``classes`` (no background)
-    ============  ==============  ===================================================================
-
-    Rows are grouped by image: the first ``counts[0]`` rows belong to ``image_ids[0]`` and so on. Nothing
-    is pickled, so ``np.load(path)`` reads it in any language with a zip and ``.npy`` reader. ``meta`` is any
-    JSON-serialisable description (weights, split, scale, ...).
-    """
-    from fastrcnn_cli.console import _json_default
-
-    classes = [str(c) for c in classes]
-    grouped = _group_by_image(detections)
-    dets = list(grouped.values())
-    for det in dets:
-        if len(det) and (det.labels.min() < 0 or det.labels.max() >= len(classes)):
-            raise ValueError(f"detections of {det.image_id!r}: a label is outside the {len(classes)} classes")
-    header = {
-        "format": DETECTIONS_FORMAT,
-        "version": DETECTIONS_VERSION,
-        "classes": classes,
-        "box_convention": "x1,y1,x2,y2; 0-based, inclusive; original image pixels",
-        "meta": dict(meta or {}),
-    }
-    arrays = {
-        "header": np.array(json.dumps(header, default=_json_default)),
-        "image_ids": np.array([d.image_id for d in dets], dtype=str),
-        "counts": np.array([len(d) for d in dets], dtype=np.int64),
-        "boxes": np.concatenate([d.boxes for d in dets]) if dets else np.zeros((0, 4), np.float32),
-        "scores": np.concatenate([d.scores for d in dets]) if dets else np.zeros(0, np.float32),
-        "labels": np.concatenate([d.labels for d in dets]) if dets else np.zeros(0, np.int64),
-    }
-    atomic_write(path, lambda f: _write_npz(f, arrays, stored=("boxes", "scores")))
-
-
-def _write_npz(f: Any, arrays: Mapping[str, np.ndarray], stored: Sequence[str] = ()) -> None:
-    """An ``.npz`` (as ``np.savez`` writes it) with the arrays named in ``stored`` kept uncompressed: box
-    coordinates and scores are float noise to deflate (a few % smaller for seconds of time on VOC07 test)."""
-    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            compress_type = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = compress_type
-            with archive.open(info, "w", force_zip64=True) as entry:
-                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
-
-
-def load_detections(path: str | os.PathLike) -> SavedDetections:
-    """Read a file written by :func:`save_detections`; :class:`InputError` naming the file if it is not one."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"][()]))
-            arrays = {k: data[k] for k in ("image_ids", "counts", "boxes", "scores", "labels")}
-    except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError) as e:
-        raise InputError(f"not a fastrcnn detections file ({type(e).__name__}: {e})", path) from None
-    if not isinstance(header, dict) or header.get("format") != DETECTIONS_FORMAT:
-        raise InputError("not a fastrcnn detections file (no 'fastrcnn-detections' header)", path)
-    if int(header.get("version", 0)) > DETECTIONS_VERSION:
-        raise InputError(
-            f"detections file version {header['version']} is newer than this fastrcnn reads "
-            f"({DETECTIONS_VERSION}); upgrade fastrcnn",
-            path,
-        )
-    counts = arrays["counts"].astype(np.int64)
-    n = int(counts.sum())
-    if (
-        counts.shape[0] != arrays["image_ids"].shape[0]
-        or (counts < 0).any()
-        or arrays["boxes"].shape != (n, 4)
-        or arrays["scores"].shape != (n,)
-        or arrays["labels"].shape != (n,)
-    ):
-        raise InputError("corrupt detections file (array sizes do not agree)", path)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    detections = [
-        Detections(
-            str(image_id),
-            arrays["boxes"][s:e],
-            arrays["scores"][s:e],
-            arrays["labels"][s:e],
-        )
-        for image_id, s, e in zip(arrays["image_ids"].tolist(), starts.tolist(), ends.tolist())
-    ]
-    return SavedDetections(detections=detections, classes=list(header["classes"]), meta=dict(header.get("meta", {})))
-
-
-# --------------------------------------------------------------------------------------------------
-# presentation
-# --------------------------------------------------------------------------------------------------
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100.0 * x:.1f}"
-
-
-def render_table(result: VOCResult) -> Table:
-    """A Rich table: per class AP (VOC07 11-point and area, in %), positives, detections, TP/FP and recall,
-    then the mAP row; the headline column is bold, the protocol (and any notes) is the caption."""
-    from rich.table import Table
-
-    bold07 = "bold" if result.headline == "voc07" else ""
-    bold_area = "bold" if result.headline == "area" else ""
-    table = Table(
-        title=f"mAP {_pct(result.map)} ({_HEADLINE_NAMES[result.headline]}, {result.num_images} images)",
-        caption="\n".join([result.protocol, *result.notes]),
-        caption_justify="left",
-    )
-    table.add_column("class")
-    table.add_column("AP07 %", justify="right", style=bold07, header_style=bold07 or None)
-    table.add_column("AP area %", justify="right", style=bold_area, header_style=bold_area or None)
-    table.add_column("positives", justify="right")
-    table.add_column("difficult", justify="right")
-    table.add_column("detections", justify="right")
-    table.add_column("TP / FP", justify="right")
-    table.add_column("recall %", justify="right")
-    for i, c in enumerate(result.classes):
-        table.add_row(
-            c.name,
-            _pct(c.ap_voc07),
-            _pct(c.ap_area),
-            str(c.num_positives),
-            str(c.num_difficult),
-            str(c.num_detections),
-            f"{c.tp} / {c.fp}",
-            _pct(c.recall),
-            end_section=i == len(result.classes) - 1,
-        )
-    table.add_row(
-        "mAP",
-        _pct(result.map_voc07),
-        _pct(result.map_area),
-        str(sum(c.num_positives for c in result.classes)),
-        str(sum(c.num_difficult for c in result.classes)),
-        str(sum(c.num_detections for c in result.classes)),
-        f"{sum(c.tp for c in result.classes)} / {sum(c.fp for c in result.classes)}",
-        "",
-        style="bold",
-    )
-    return table
-
-
-def _thin(n: int, limit: int = 4000) -> np.ndarray:
-    """At most ``limit`` indices spread over 0 .. n-1, always keeping the last point."""
-    if n <= limit:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-
-
-def plot_precision_recall(result: VOCResult, path: str | os.PathLike) -> None:
-    """Write a PNG with one precision-recall panel per class (the raw curve and its monotone envelope, the
-    area of which is the area AP), AP in each title, mAP and protocol on top. Written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = max(len(result.classes), 1)
-    cols = min(5, n)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(3.0 * cols, 2.7 * rows + 0.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat[len(result.classes) :]:
-        ax.set_axis_off()
-    for ax, c in zip(axes.flat, result.classes):
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.grid(True, alpha=0.3)
-        ax.tick_params(labelsize=7)
-        if not c.defined:
-            ax.set_title(f"{c.name}: no positives", fontsize=9)
-            continue
-        ax.set_title(f"{c.name}  AP07 {_pct(c.ap_voc07)}  area {_pct(c.ap_area)}", fontsize=9)
-        if c.recall_curve.size:
-            keep = _thin(c.recall_curve.size)
-            rec = c.recall_curve[keep]
-            envelope = np.maximum.accumulate(c.precision_curve[::-1])[::-1][keep]
-            ax.plot(rec, c.precision_curve[keep], lw=0.8, color="tab:blue", label="precision")
-            # the envelope's value at point k holds on (r(k-1), r(k)]: the area under this step is the area AP
-            ax.step(np.r_[0.0, rec], np.r_[envelope[:1], envelope], where="pre", lw=1.0, ls="--",
-                    color="tab:orange", label="envelope")
-    if any(c.defined and c.recall_curve.size for c in result.classes):
-        fig.legend(*next(ax for ax in axes.flat if ax.lines).get_legend_handles_labels(), loc="outside lower center",
-                   ncols=2, fontsize=8, frameon=False)
-    for ax in axes.flat[: len(result.classes)]:
-        ax.set_xlabel("recall", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("precision", fontsize=8)
-    other = ("area AP", result.map_area) if result.headline == "voc07" else ("VOC07 11-point AP", result.map_voc07)
-    fig.suptitle(
-        f"mAP {_pct(result.map)} ({_HEADLINE_NAMES[result.headline]}; {other[0]} {_pct(other[1])}), "
-        f"{result.num_images} images\n{result.protocol}",
-        fontsize=9,
-    )
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())

@@ -22,7 +22,9 @@ import io
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fastrcnn_cli.errors import InputError
 
@@ -50,8 +52,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _decode(data: np.ndarray, path: Path) -> np.ndarray:
-    import cv2
-
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is not None:
         return image
@@ -60,8 +60,6 @@ def _decode(data: np.ndarray, path: Path) -> np.ndarray:
 
 def _decode_with_pillow(data: np.ndarray, path: Path) -> np.ndarray:
     """What OpenCV cannot decode: an array in OpenCV's conventions (BGR or BGRA order, or one channel)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data.tobytes())) as picture:
             picture.seek(0)
@@ -90,18 +88,16 @@ def _to_8_bits(image: np.ndarray, path: Path) -> np.ndarray:
     if image.dtype.kind == "f":
         if not np.isfinite(image).all():
             raise InputError("floating-point samples that are not finite (NaN or infinity)", path)
-        low, high = float(image.min()), float(image.max())
-        if low < 0.0 or high > 1.0:
+        lowest, highest = float(image.min()), float(image.max())
+        if lowest < 0.0 or highest > 1.0:
             raise InputError(
-                f"floating-point samples from {low:g} to {high:g}: intensities in [0, 1] were expected", path
+                f"floating-point samples from {lowest:g} to {highest:g}: intensities in [0, 1] were expected", path
             )
         return np.rint(image.astype(np.float64) * 255.0).astype(np.uint8)
     raise InputError(f"samples of type {image.dtype} cannot be shown as an image", path)
 
 
 def _to_bgr8(image: np.ndarray, path: Path) -> np.ndarray:
-    import cv2
-
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     channels = image.shape[2]
@@ -118,8 +114,6 @@ def _to_bgr8(image: np.ndarray, path: Path) -> np.ndarray:
 
 def exif_orientation(data: np.ndarray | bytes) -> int:
     """The EXIF Orientation (1..8) of an encoded image, 1 when it has none (or it cannot be read)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data.tobytes() if isinstance(data, np.ndarray) else data)) as picture:
             value = picture.getexif().get(ORIENTATION_TAG, 1)

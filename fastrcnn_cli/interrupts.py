@@ -19,7 +19,15 @@ import threading
 from types import FrameType
 from typing import Any
 
+from fastrcnn_cli.errors import ExitCode, FastRCNNError
+
 _NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
+
+class Interrupted(FastRCNNError):
+    """Work stopped by Ctrl-C or SIGTERM (exit code 130); the message says what was saved and how to go on."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class DeferredStop:

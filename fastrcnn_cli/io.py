@@ -60,7 +60,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     except OSError as exc:
         raise OutputError(f"cannot write here ({os_reason(exc)})", path) from None
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        os.fchmod(fd, NEW_FILE_MODE)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -119,6 +119,9 @@ def _read_umask() -> int:
 
 #: read once at import (os.umask can only be read by setting it, which is not thread-safe)
 _UMASK = _read_umask()
+#: the permissions of a file made by :func:`atomic_write` (and other writers that go through a temporary file):
+#: those of a file created the usual way, under the process's umask
+NEW_FILE_MODE = 0o666 & ~_UMASK
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastrcnn_cli import progress
+from fastrcnn_cli.detect import DetectSettings, StageTimes, map_to_scales
 from fastrcnn_cli.errors import CheckpointError
 from fastrcnn_cli.export.metadata import ONNX_FORMAT, checkpoint_from_props
-from fastrcnn_cli.model.checkpoint import Checkpoint
+from fastrcnn_cli.model.checkpoint import Checkpoint, load_checkpoint, resolve_weights
 from fastrcnn_cli.model.fast_rcnn import ModelConfig, resize_image, scale_factor
 
 ONNX_SUFFIX = ".onnx"
@@ -43,9 +45,7 @@ def _providers(device: torch.device | str, available: list[str]) -> list[str]:
     if torch.device(device).type == "cuda":
         if "CUDAExecutionProvider" in available:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        from fastrcnn_cli.console import warn
-
-        warn(f"ONNX Runtime here has no CUDA provider (it has: {', '.join(available)}; onnxruntime-gpu has one): "
+        progress.warn(f"ONNX Runtime here has no CUDA provider (it has: {', '.join(available)}; onnxruntime-gpu has one): "
              "the ONNX model runs on the CPU")
     return ["CPUExecutionProvider"]
 
@@ -78,17 +78,15 @@ class OnnxNetwork:
         scores, boxes = self.session.run(["scores", "boxes"], feed)
         return scores, boxes
 
-    def scores_and_boxes(self, image: np.ndarray, proposals: np.ndarray, settings: Any, times: Any
+    def scores_and_boxes(self, image: np.ndarray, proposals: np.ndarray, settings: DetectSettings, times: StageTimes
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """The :class:`~fastrcnn_cli.detect.NetworkBackend` call: per test scale, resize (``times.preprocess``)
         and run the graph on the proposals assigned to that scale (``times.backbone``: the whole graph, backbone,
         RoI pooling, heads and decoding; ``times.head`` stays 0)."""
-        from fastrcnn_cli.detect import _map_to_scales
-
         height, width = image.shape[:2]
         t = time.perf_counter()
         factors = [scale_factor(height, width, s, settings.max_size) for s in settings.scales]
-        levels = _map_to_scales(proposals, factors)
+        levels = map_to_scales(proposals, factors)
         times.preprocess += time.perf_counter() - t
         k = self.config.num_classes
         probs = np.zeros((len(proposals), k), np.float32)
@@ -139,8 +137,6 @@ def load_onnx(path: str | os.PathLike, device: torch.device | str = "cpu") -> tu
 def load_network(weights: str | os.PathLike | None, device: torch.device | str = "cpu") -> tuple[Any, Checkpoint]:
     """``--weights``: an ``.onnx`` file runs in ONNX Runtime (:class:`OnnxNetwork`), anything else is a fastrcnn
     checkpoint (the PyTorch model); None is the shipped model. Returns (network, metadata)."""
-    from fastrcnn_cli.model.checkpoint import load_checkpoint, resolve_weights
-
     path = resolve_weights(weights)
     if is_onnx_path(path):
         return load_onnx(path, device)

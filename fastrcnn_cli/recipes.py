@@ -1,7 +1,8 @@
 """Training recipes: the solver, schedule, scales and augmentation that ``fastrcnn train`` uses by default.
 
 A recipe fills every training setting the user leaves unset (``None`` in :class:`~fastrcnn_cli.train.TrainSettings`);
-a value given on the command line always wins. Two recipes:
+a value given on the command line always wins. The recipes' values are written here once; the options' help texts
+quote them from here (:func:`recipe_values`). Two recipes:
 
 ``paper``
     The original's VGG16 / VOC 2007 procedure, unchanged: SGD lr 0.001, momentum 0.9, weight decay 0.0005,
@@ -35,10 +36,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from typing import Any
 
 #: one x gamma step of the learning rate at this fraction of the schedule
 PAPER_STEP_FRACTION = 30000 / 40000
+#: the test scale of a run trained at several scales that span it (the paper's single scale)
+MULTI_SCALE_TEST_SCALE = 600
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,10 @@ class Recipe:
     name: str
     lr: float
     weight_decay: float
-    warmup_iterations: int
+    warmup: int  #: linear warm-up iterations
     backbone_lr_factor: float
     clip_grad_norm: float  #: math.inf: no clipping
-    scales: tuple[int, ...]
+    scale: tuple[int, ...]  #: shorter sides of the training images, one drawn per image
     max_size: int
     test_scale: int | None
     photometric: float  #: strength of the brightness / contrast / saturation jitter (0: none)
@@ -77,16 +81,34 @@ class Recipe:
         skip = {"name", "step_fractions", "iterations", "epochs", "min_iterations", "evaluations"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
+    def show(self, name: str) -> str | None:
+        """The recipe's value of the setting ``name`` in words (None: the recipe leaves it unset)."""
+        if name == "iterations":
+            if self.iterations is not None:
+                return str(self.iterations)
+            return f"{self.epochs:g} epochs and at least {self.min_iterations}"
+        if name == "lr_step":
+            fractions = ", ".join(str(Fraction(f).limit_denominator(100)) for f in self.step_fractions)
+            return f"at {fractions} of the run"
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if isinstance(value, tuple):
+            return str(value[0]) if len(value) == 1 else f"{min(value)}-{max(value)}"
+        if isinstance(value, float):
+            return "off" if math.isinf(value) else f"{value:g}"
+        return str(value)
+
 
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(
         name="paper",
         lr=0.001,
         weight_decay=0.0005,
-        warmup_iterations=0,
+        warmup=0,
         backbone_lr_factor=1.0,
         clip_grad_norm=math.inf,
-        scales=(600,),
+        scale=(600,),
         max_size=1000,
         test_scale=None,
         photometric=0.0,
@@ -97,10 +119,10 @@ RECIPES: dict[str, Recipe] = {
         name="small-data",
         lr=0.01,
         weight_decay=0.0001,
-        warmup_iterations=200,
+        warmup=200,
         backbone_lr_factor=0.1,
         clip_grad_norm=10.0,
-        scales=(416, 448, 480, 512, 544),
+        scale=(416, 448, 480, 512, 544),
         max_size=800,
         test_scale=480,
         photometric=0.2,
@@ -120,3 +142,14 @@ def recipe_for(name: str | None, backbone: str) -> Recipe:
     if key not in RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, not {key!r}")
     return RECIPES[key]
+
+
+def recipe_values(name: str) -> str:
+    """What the recipes give the setting ``name``, for a help text: ``recipe: 0.001 or 0.01``."""
+    shown: list[str] = []
+    for recipe in RECIPES.values():
+        text = recipe.show(name)
+        if text is not None and text not in shown:
+            shown.append(text)
+    return "recipe: " + " or ".join(shown)
+

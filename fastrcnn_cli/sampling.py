@@ -7,6 +7,15 @@ the rest are background, drawn from the proposals whose best IoU lies in [0.1, 0
 as a heuristic hard-example mining. When there are fewer candidates than wanted, fewer RoIs are taken
 (as in the original; nothing is drawn twice).
 
+Negative images (no ground-truth box; a data set's background-only pictures) are decided here: **every
+proposal of such an image is a background candidate**, and the image gives ``rois_per_image`` background RoIs
+(fewer when it has fewer proposals) and no foreground. The [0.1, 0.5) band exists to pick hard negatives
+*near objects* -- proposals that overlap an object a little -- and a negative image has no object to be near:
+every overlap is 0, so the band would leave it no RoI at all and the image would teach nothing, when what it
+shows (the background a detector must not fire on) is exactly what a negative image is for. A mini-batch that
+holds a negative image therefore has less than ``fg_fraction`` foreground over its R RoIs (the fraction is kept
+per image, as the paper samples per image). An image *with* objects keeps the paper's band unchanged.
+
 Duplicate RoIs: proposals that map to the same cells of the feature map (coordinates rounded at the
 feature stride) give identical pooled features; :func:`unique_rois` keeps one of each.
 """
@@ -20,15 +29,35 @@ import torch
 
 from fastrcnn_cli import box_coding
 from fastrcnn_cli.boxes import iou
+from fastrcnn_cli.errors import SettingsError
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
+    """Per image: ``rois_per_image`` RoIs, ``fg_fraction`` of them foreground (IoU >= ``fg_iou``), the rest
+    background (``bg_iou_low`` <= IoU < ``bg_iou_high``; every proposal of an image without ground truth)."""
+
     rois_per_image: int = 64
     fg_fraction: float = 0.25
     fg_iou: float = 0.5  #: foreground: IoU >= fg_iou
     bg_iou_low: float = 0.1  #: background: bg_iou_low <= IoU < bg_iou_high
     bg_iou_high: float = 0.5
+
+    def __post_init__(self) -> None:
+        """:class:`SettingsError` naming each field out of range (NaN fails every check)."""
+        problems = []
+        if not (isinstance(self.rois_per_image, (int, np.integer)) and self.rois_per_image >= 1):
+            problems.append(("rois_per_image", f"must be a whole number >= 1 (got {self.rois_per_image!r})"))
+        if not 0.0 < self.fg_fraction <= 1.0:
+            problems.append(("fg_fraction", f"must be in (0, 1] (got {self.fg_fraction:g})"))
+        for name in ("fg_iou", "bg_iou_low", "bg_iou_high"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append((name, f"must be in [0, 1] (got {getattr(self, name):g})"))
+        if not problems and not self.bg_iou_low <= self.bg_iou_high <= self.fg_iou:
+            problems.append(("bg_iou_low", "must be <= bg_iou_high, itself <= fg_iou (got "
+                             f"{self.bg_iou_low:g}, {self.bg_iou_high:g}, {self.fg_iou:g})"))
+        if problems:
+            raise SettingsError(*problems[0], *problems[1:])
 
 
 @dataclass
@@ -72,17 +101,19 @@ def sample_rois(
     """Sample one image's RoIs from its proposals [P, 4] and ground truth [G, 4] (labels [G], 1-based).
 
     The ground-truth boxes are added to the candidate pool. Each candidate is matched to the ground truth
-    it overlaps most; its regression target is the offset to that box.
+    it overlaps most; its regression target is the offset to that box. Without ground truth (a negative
+    image) every proposal is a background candidate (see the module docstring).
     """
     candidates = torch.cat([gt_boxes.to(proposals.dtype), proposals], dim=0) if len(gt_boxes) else proposals
     if len(gt_boxes):
         overlaps = iou(candidates, gt_boxes.to(candidates.dtype))
         max_iou, matched = overlaps.max(dim=1)
-    else:
-        max_iou = candidates.new_zeros(len(candidates))
+        fg = torch.nonzero(max_iou >= settings.fg_iou).flatten()
+        bg = torch.nonzero((max_iou < settings.bg_iou_high) & (max_iou >= settings.bg_iou_low)).flatten()
+    else:  # a negative image: no object to pick hard negatives near, so every proposal is background
         matched = torch.zeros(len(candidates), dtype=torch.long)
-    fg = torch.nonzero(max_iou >= settings.fg_iou).flatten()
-    bg = torch.nonzero((max_iou < settings.bg_iou_high) & (max_iou >= settings.bg_iou_low)).flatten()
+        fg = torch.zeros(0, dtype=torch.long)
+        bg = torch.arange(len(candidates))
     fg_wanted = int(round(settings.fg_fraction * settings.rois_per_image))
     num_fg = min(fg_wanted, len(fg))
     fg = fg[torch.randperm(len(fg), generator=generator)[:num_fg]]

@@ -17,10 +17,8 @@ WEIGHTS_PACKAGE = "fastrcnn_cli.weights"
 EXAMPLES_PACKAGE = "fastrcnn_cli.examples"
 #: the shipped demo model (see its model card, weights/README.md)
 MODEL_FILE = "shapes-efficientnet-lite0.pt"
-MODEL_CARD_FILE = "README.md"
 #: the example image of the README's main job and of ``fastrcnn benchmark``
 DEFAULT_EXAMPLE = "shapes-1.jpg"
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 #: files extracted from a zipped install live until the process ends
 _extracted = contextlib.ExitStack()
@@ -43,20 +41,6 @@ def _resource(package: str, name: str) -> Path:
 def model_path() -> Path:
     """The shipped demo model (a fastrcnn checkpoint)."""
     return _resource(WEIGHTS_PACKAGE, MODEL_FILE)
-
-
-def model_card_path() -> Path:
-    """The shipped model's card: how it was made and what it scores."""
-    return _resource(WEIGHTS_PACKAGE, MODEL_CARD_FILE)
-
-
-def example_names() -> list[str]:
-    """File names of the shipped example images, sorted."""
-    try:
-        root = importlib.resources.files(EXAMPLES_PACKAGE)
-    except ModuleNotFoundError:
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_file() and p.name.lower().endswith(_IMAGE_SUFFIXES))
 
 
 def example_path(name: str = DEFAULT_EXAMPLE) -> Path:

@@ -13,6 +13,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from fastrcnn_cli import __version__
+
 PACKAGES = ("torch", "torchvision", "opencv-contrib-python-headless", "opencv-contrib-python", "numpy")
 
 
@@ -54,8 +56,6 @@ def visible_nvidia_gpus() -> int:
 
 
 def version_text() -> str:
-    from fastrcnn_cli import __version__
-
     torch_version = package_version("torch") or "not installed"
     cuda = torch_cuda_version()
     gpus = visible_nvidia_gpus()

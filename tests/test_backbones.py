@@ -278,7 +278,7 @@ def test_vgg16_without_reachable_weights_says_where_to_put_them(monkeypatch, tmp
         build_backbone("vgg16", pretrained=True)  # FASTRCNN_OFFLINE=1: no download is attempted
     message = str(info.value)
     assert str(tmp_path / "checkpoints" / VGG16_FILENAME) in message and VGG16_URL in message
-    assert "--backbone-weights" in message
+    assert "backbone_weights" in message and "--" + "backbone" not in message  # the core names the setting
 
 
 def test_vgg16_failed_download_gives_the_same_clear_error(monkeypatch, tmp_path: Path) -> None:
@@ -307,7 +307,7 @@ def test_vgg16_local_weights_fill_the_convolutions_and_give_fc6_fc7(monkeypatch,
     state = _fake_vgg16_state()
     weights = tmp_path / "my-vgg16.pth"
     weights.touch()
-    monkeypatch.setattr(backbones, "_read_weights_file", lambda path, **kw: {"state_dict": state})
+    monkeypatch.setattr(backbones.vgg16, "load_weights_file", lambda path, **kw: {"state_dict": state})
     backbone, fc = build_backbone("vgg16", weights_path=weights)
     assert torch.equal(backbone.features[28].weight, state["features.28.weight"])
     assert set(fc) == {"fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias"}

@@ -20,13 +20,14 @@ from typer.testing import CliRunner
 
 from fastrcnn_cli import benchmark as bench
 from fastrcnn_cli.cli import app
+from fastrcnn_cli.cli import render_benchmark as render
 from fastrcnn_cli.data.synthetic import SHAPES, SyntheticSettings, make_synthetic_voc
 from fastrcnn_cli.detect import DetectionResult, StageTimes
 from fastrcnn_cli.evaluation import Detections
 
 runner = CliRunner()
 PROPOSALS = {"mode": "fast", "max_side": 160, "top": 300, "min_size": 10}
-TINY = ["--runs", "1", "--warmup", "0", "--proposals", "50", "--rcnn-sample", "4", "--rcnn-batch", "2"]
+TINY = ["--runs", "1", "--warmup", "0", "--proposal-top", "50", "--rcnn-sample", "4", "--rcnn-batch", "2"]
 
 
 def build_random_model(seed: int = 0):
@@ -202,7 +203,7 @@ def test_no_arguments_without_shipped_files_is_a_clear_error(
     assert result.exit_code == 1 and "shipped model is missing" in result.output and "--weights" in result.output
     assert "Traceback" not in result.output
 
-    monkeypatch.setattr(bench, "DEFAULT_IMAGE", tmp_path / "examples" / "shapes-1.jpg")
+    monkeypatch.setattr(bench.run, "DEFAULT_IMAGE", tmp_path / "examples" / "shapes-1.jpg")
     result = runner.invoke(app, ["benchmark", "--weights", str(files["weights"])])
     assert result.exit_code == 1 and "example image is missing" in result.output and "--image" in result.output
     assert "Traceback" not in result.output
@@ -229,13 +230,15 @@ def test_bad_options_are_usage_errors(files: dict[str, Path], args: list[str], m
 # the core
 
 
-def test_summarize_gives_median_spread_and_every_run() -> None:
-    stats = bench.summarize([0.004, 0.001, 0.003, 0.002])
+def test_timings_give_median_spread_and_every_run() -> None:
+    from fastrcnn_cli.timing import TimingStats
+
+    stats = TimingStats.from_samples([0.004, 0.001, 0.003, 0.002]).to_dict()
     assert stats["median_ms"] == pytest.approx(2.5)
     assert (stats["min_ms"], stats["max_ms"]) == pytest.approx((1.0, 4.0))
     assert stats["p25_ms"] == pytest.approx(1.75) and stats["p75_ms"] == pytest.approx(3.25)
     assert stats["runs_ms"] == pytest.approx([4.0, 1.0, 3.0, 2.0])  # in the order they ran
-    one = bench.summarize([0.5])
+    one = TimingStats.from_samples([0.5]).to_dict()
     assert one["median_ms"] == one["min_ms"] == one["max_ms"] == one["p25_ms"] == 500.0 and one["iqr_ms"] == 0.0
 
 
@@ -255,12 +258,15 @@ def test_stage_times_are_the_detectors_own() -> None:
             return DetectionResult(empty, times, 7, (10, 10))
 
     fake = FakeDetector()
-    data = bench.time_stages(fake, np.zeros((10, 10, 3), np.uint8), runs=3, warmup=2)
+    result = bench.time_stages(fake, np.zeros((10, 10, 3), np.uint8), runs=3, warmup=2)
     assert fake.calls == 5
+    assert result.stages["backbone"].samples == pytest.approx((1.5, 2.0, 2.5))
+    data = result.to_dict()
     assert data["stages"]["backbone"]["runs_ms"] == pytest.approx([1500.0, 2000.0, 2500.0])
     assert data["stages"]["backbone"]["median_ms"] == pytest.approx(2000.0)
     assert data["network"]["median_ms"] == pytest.approx(4 * (100 + 500 + 200))
     assert data["cold_ms"]["proposals"] == pytest.approx(1000.0)  # the first (warm-up) run
+    assert data["cold_ms"]["network"] == pytest.approx(100 + 500 + 200)
     assert data["num_proposals"] == 7
 
 
@@ -293,11 +299,11 @@ def test_top_up_proposals_reaches_the_count_inside_the_image() -> None:
 
 
 def test_durations_read_well() -> None:
-    assert bench.fmt_ms(0.0421) == "0.042 ms"
-    assert bench.fmt_ms(42.1) == "42.1 ms"
-    assert bench.fmt_ms(1804) == "1.80 s"
-    assert bench.fmt_range(209, 215.4) == "209–215 ms"
-    assert bench.fmt_range(980, 1020) == "980 ms–1.02 s"
+    assert render.fmt_ms(0.0421) == "0.042 ms"
+    assert render.fmt_ms(42.1) == "42.1 ms"
+    assert render.fmt_ms(1804) == "1.80 s"
+    assert render.fmt_range(209, 215.4) == "209–215 ms"
+    assert render.fmt_range(980, 1020) == "980 ms–1.02 s"
 
 
 def test_roipool_case_model_pools_this_models_own_feature_map(files: dict[str, Path]) -> None:
@@ -312,3 +318,70 @@ def test_roipool_case_model_pools_this_models_own_feature_map(files: dict[str, P
     assert roipool["case"] == "model" and roipool["matches_torchvision"] is True
     assert roipool["feature_shape"][1] == doc["setup"]["model"]["feature_map"][0]  # the model's own channels
     assert roipool["image_size"] is not None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the shared options, typed results, progress through the reporter
+
+
+def test_rank_fc7_none_leaves_this_models_fc7_dense(files: dict[str, Path]) -> None:
+    result = runner.invoke(
+        app,
+        ["benchmark", "-w", str(files["weights"]), "-i", str(files["image"]), *TINY, "-S", "head", "--rank", "64",
+         "--rank-fc7", "none", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    head = json.loads(result.stdout)["sections"]["head"]
+    assert head["model"]["ranks"] == {"fc6": 64, "fc7": None}
+    fc6_svd = 112 * 7 * 7 * 64 + 64 * 1024 + 1024  # V^T (no bias) and U (with fc6's bias)
+    assert head["model"]["params_after"] == fc6_svd + 1024 * 1024 + 1024  # fc7 kept whole
+    bad = runner.invoke(app, ["benchmark", "-w", str(files["weights"]), *TINY, "-S", "head", "--rank-fc7", "8"])
+    assert bad.exit_code == 2 and "--rank-fc7" in bad.output
+
+
+def test_a_proposal_cache_sets_the_proposals_timed(files: dict[str, Path], tmp_path: Path) -> None:
+    """--proposal-cache: Selective Search is timed as that cache was made; the other proposal options still win."""
+    from fastrcnn_cli.proposals import ProposalSettings
+    from fastrcnn_cli.proposals.cache import SOURCE_IMPORTED, SOURCE_SS, ProposalCache, make_meta
+
+    made = ProposalSettings(mode="fast", max_side=96, top=40, min_size=4)
+    ProposalCache.open(tmp_path / "cache", make_meta(SOURCE_SS, made))
+    args = ["benchmark", "-w", str(files["weights"]), "-i", str(files["image"]), "--runs", "1", "--warmup", "0",
+            "-S", "stages", "--proposal-cache", str(tmp_path / "cache"), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["setup"]["proposals"]["settings"] == made.to_dict()
+    result = runner.invoke(app, [*args, "--proposal-top", "30", "--min-size", "6"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["setup"]["proposals"]["settings"] == {**made.to_dict(), "top": 30, "min_size": 6}
+
+    ProposalCache.open(tmp_path / "imported", make_meta(SOURCE_IMPORTED, None, imported_sha256="x"))
+    result = runner.invoke(app, [*args[:-2], str(tmp_path / "imported")])
+    assert result.exit_code == 1 and "imported proposals" in result.output and "Traceback" not in result.output
+
+
+def test_the_core_reports_through_the_progress_interface(files: dict[str, Path]) -> None:
+    """run_benchmark prints nothing itself: each section's announcement and its rounds go to the reporter, and the
+    result is typed, with the timings in seconds."""
+    from fastrcnn_cli import progress
+    from fastrcnn_cli.pipeline import ProposalOverrides
+
+    recorder = progress.Recorder()
+    settings = bench.BenchmarkSettings(runs=2, warmup=1, sections=("stages",), proposals=ProposalOverrides(top=20))
+    with progress.reporting_to(recorder):
+        result = bench.run_benchmark(files["weights"], files["image"], "cpu", settings)
+    assert isinstance(result.sections.stages, bench.StagesResult) and result.sections.shared is None
+    assert result.sections.stages.total.n == 2 and result.setup.proposals.requested == 20
+    assert any(text.startswith("[stages] detect() on the image: 2 runs after 1 warm-up")
+               for text in recorder.messages())
+    assert ("start", "stages", 3) in recorder.events and ("end", "stages", 3) in recorder.events
+    assert result.to_dict()["sections"]["stages"]["total"]["n"] == 2
+
+
+def test_settings_errors_name_fields() -> None:
+    from fastrcnn_cli.errors import SettingsError
+
+    with pytest.raises(SettingsError) as info:
+        bench.BenchmarkSettings(runs=0, warmup=-1, sections=("bogus",), roipool_case="alexnet", rcnn_batch=0)
+    assert {f for f, _ in info.value.problems} == {"runs", "warmup", "sections", "roipool_case", "rcnn_batch"}
+    assert "--" not in str(info.value)

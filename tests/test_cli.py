@@ -77,3 +77,94 @@ def test_make_synthetic_then_validate_json(tmp_path: Path) -> None:
     assert result.exit_code == 0
     payload = json.loads(result.stdout)
     assert payload["usable_images"] == 4 and payload["problems"] == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --config FILE
+
+
+def flat(text: str) -> str:
+    """The output with Rich's panel borders and line wrapping undone, to search for phrases."""
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+def test_every_command_takes_config() -> None:
+    import typer.main
+
+    for name, command in typer.main.get_command(app).commands.items():
+        assert any("--config" in p.opts for p in command.params if p.param_type_name == "option"), name
+
+
+def _propose_settings(*args: str) -> dict:
+    import json
+
+    from fastrcnn_cli.shipped import example_path
+
+    result = runner.invoke(app, ["propose", str(example_path()), "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["settings"]
+
+
+def test_config_file_sets_options_and_command_line_flags_override_it(tmp_path: Path) -> None:
+    config = tmp_path / "propose.toml"
+    # canonical names, aliases, with '-' or '_': all name the same options
+    config.write_text('proposal-top = 5\nmax_side = 64\nproposal_min_size = 0\nmode = "fast"\n')
+    assert _propose_settings("--config", str(config)) == {"mode": "fast", "max_side": 64, "top": 5, "min_size": 0}
+    overridden = _propose_settings("--config", str(config), "--top", "3", "--proposal-max-side", "48")
+    assert overridden["top"] == 3 and overridden["max_side"] == 48 and overridden["min_size"] == 0
+
+
+def test_config_values_are_checked_like_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("c.toml").write_text("proposal-top = 0\n")
+    result = run("propose", "x.jpg", "--config", "c.toml")
+    assert result.exit_code == 2 and "0 is not allowed" in flat(result.output), result.output
+
+
+def test_unknown_config_keys_are_a_usage_error_naming_the_file_and_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("c.toml").write_text("proposal-top = 5\ntopp = 3\n")
+    result = run("propose", "x.jpg", "--config", "c.toml")
+    text = flat(result.output)
+    assert result.exit_code == 2, result.output
+    assert "c.toml: unknown key 'topp'" in text and "did you mean top" in text and "Traceback" not in text
+    Path("d.toml").write_text("imgsz = 640\n")  # another tool's name: the pointer to ours
+    assert "--scale" in flat(run("detect", "x.jpg", "--config", "d.toml").output)
+    Path("e.toml").write_text("proposal-top = [\n")
+    result = run("propose", "x.jpg", "--config", "e.toml")
+    assert result.exit_code == 2 and "e.toml: not valid TOML" in flat(result.output)
+    result = run("propose", "x.jpg", "--config", "missing.toml")
+    assert result.exit_code == 2 and "missing.toml: cannot be read" in flat(result.output)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# flags users bring from other tools
+
+
+@pytest.mark.parametrize(
+    ("args", "pointer"),
+    [
+        (["detect", "--imgsz", "640", "x.jpg"], "`fastrcnn detect` calls the image size --scale"),
+        (["train", "--imgsz", "640", "data"], "`fastrcnn train` calls the image size --scale or --test-scale"),
+        (["detect", "--half", "x.jpg"], "`fastrcnn detect` has no option for half precision; see `fastrcnn train --amp`"),
+        (["detect", "--source", "x.jpg"], "give them as arguments"),
+        (["detect", "--epochs", "3"], "see `fastrcnn train --epochs`"),
+        (["train", "--batch-size", "4", "data"], "`fastrcnn train` calls the batch size --images-per-batch"),
+        (["detect", "--conf-thres", "0.3", "x.jpg"], "calls the score threshold --conf"),
+        (["detect", "--iou-thres", "0.5", "x.jpg"], "calls the NMS IoU threshold --nms"),
+        (["propose", "--weights", "w.pt", "x.jpg"], "see `fastrcnn benchmark --weights`"),
+        (["validate", "--resume", "run"], "--resume is an option of `fastrcnn train`"),
+    ],
+)
+def test_flags_from_other_tools_get_a_pointer_to_ours(args: list[str], pointer: str) -> None:
+    result = run(*args)
+    text = flat(result.output)
+    assert result.exit_code == 2, result.output
+    assert f"No such option: {args[1]}" in text and pointer in text, text
+
+
+def test_other_unknown_flags_keep_clicks_message() -> None:
+    result = run("detect", "--no-such-flag-at-all", "x.jpg")
+    assert result.exit_code == 2 and "No such option: --no-such-flag-at-all" in flat(result.output)

@@ -37,7 +37,7 @@ def long_named_copy(source: Path, root: Path) -> Path:
 
 def test_evaluate_with_stderr_in_a_file_keeps_whole_class_names_and_paths(synthetic_voc: Path, tmp_path: Path) -> None:
     from fastrcnn_cli.data.voc import load_dataset
-    from fastrcnn_cli.evaluation import Detections, save_detections
+    from fastrcnn_cli.detections import Detections, save_detections
 
     data = long_named_copy(synthetic_voc, tmp_path / "a_data_set_folder_with_a_rather_long_name_too" / "VOC")
     ds = load_dataset(data, "test", warn=False)
@@ -75,18 +75,20 @@ def test_a_table_to_a_non_terminal_is_wide(capsys: pytest.CaptureFixture[str]) -
 def test_progress_on_a_non_terminal_is_occasional_plain_lines(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert list(console.track(range(3), "quick")) == [0, 1, 2]
+    from fastrcnn_cli import progress
+
+    monkeypatch.setattr(progress, "_reporter", None)  # the default: stderr, here captured (not a terminal)
+    assert list(progress.track(range(3), "quick")) == [0, 1, 2]
     assert capsys.readouterr().err == ""  # a loop of a few milliseconds prints nothing
 
-    monkeypatch.setattr(console, "PLAIN_PROGRESS_FIRST", 0.0)
-    monkeypatch.setattr(console, "PLAIN_PROGRESS_EVERY", 0.0)
-    assert list(console.track(range(4), "detecting")) == [0, 1, 2, 3]
+    monkeypatch.setattr(progress, "PLAIN_FIRST", 0.0)
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.0)
+    assert list(progress.track(range(4), "detecting")) == [0, 1, 2, 3]
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("detecting: 1/4 (25 %)") and lines[-1].startswith("detecting: 4/4 (100 %)")
     assert all("\x1b" not in line for line in lines)  # plain text, no control codes
 
-    with console.make_progress() as progress:  # fields (training's loss, lr) are shown too
-        task = progress.add_task("training", total=10, completed=2, stats="")
-        progress.update(task, completed=5, stats="loss 0.412 lr 0.001")
+    with progress.task("training", total=10, completed=2) as bar:  # the status (training's loss, lr) shows too
+        bar.update(completed=5, status="loss 0.412 lr 0.001")
     text = capsys.readouterr().err
     assert "training: 5/10 (50 %)" in text and "loss 0.412 lr 0.001" in text

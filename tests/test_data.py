@@ -146,7 +146,7 @@ def _break(root: Path) -> dict[str, str]:
     xml = root / "Annotations" / f"{ids[5]}.xml"
     text = xml.read_text()
     xmin = text.split("<xmin>")[1].split("<")[0]
-    xml.write_text(text.replace(f"<xmax>", f"<xmax>{xmin}<!--", 1).replace("</xmax>", "--></xmax>", 1))
+    xml.write_text(text.replace("<xmax>", f"<xmax>{xmin}<!--", 1).replace("</xmax>", "--></xmax>", 1))
     expected[ids[5]] = "degenerate-box"
     xml = root / "Annotations" / f"{ids[6]}.xml"
     text = xml.read_text()

@@ -24,13 +24,14 @@ from fastrcnn_cli.data.voc import load_dataset
 from fastrcnn_cli.detect import (
     DetectSettings,
     Detector,
-    _map_to_scales,
+    UnknownClassError,
+    map_to_scales,
     find_proposal_file,
     load_image_proposals,
     read_proposal_file,
 )
+from fastrcnn_cli.detections import Detections
 from fastrcnn_cli.errors import InputError
-from fastrcnn_cli.evaluation import Detections
 from fastrcnn_cli.results import (
     ImageOutcome,
     build_document,
@@ -332,8 +333,8 @@ def test_postprocess_class_filter(model) -> None:
     probs, boxes = _scored(rows)
     det = Detector(model, DetectSettings(classes=("c", "a"))).postprocess("i", probs, boxes)
     assert det.labels.tolist() == [0, 2]  # labels stay indices into the model's classes
-    with pytest.raises(InputError, match="does not know"):
-        Detector(model, DetectSettings(classes=("zebra",)))
+    with pytest.raises(UnknownClassError, match="^classes: names zebra, which the model does not know"):
+        Detector(model, DetectSettings(classes=("zebra",)))  # the error names the setting, not a flag
 
 
 def test_postprocess_in_prefixes_equals_one_batched_nms(model) -> None:
@@ -388,7 +389,7 @@ def test_detect_returns_clipped_boxes_times_and_handles_bad_or_no_proposals(mode
 
 def test_multi_scale_pools_each_box_at_the_scale_nearest_224(model) -> None:
     boxes = np.array([[0, 0, 99, 99], [0, 0, 399, 399]], np.float32)
-    assert _map_to_scales(boxes, [1.0, 2.24, 0.56]).tolist() == [1, 2]
+    assert map_to_scales(boxes, [1.0, 2.24, 0.56]).tolist() == [1, 2]
     image = np.random.default_rng(1).integers(0, 255, (80, 100, 3), dtype=np.uint8)
     det = Detector(model, DetectSettings(scales=(48, 96), max_size=200, score_threshold=0.0)).detect(image, boxes[:1] / 5)
     assert len(det.detections) > 0
@@ -476,7 +477,7 @@ def test_cli_one_image_writes_the_visualisation_and_json(images: list[Path], che
     doc = json.loads(result.stdout)
     (image,) = doc["images"]
     assert image["output"] == str(vis) and len(image["detections"]) == 3
-    assert set(image["times"]) == {"proposals", "network", "postprocess", "total"}
+    assert set(image["times"]) == {"proposals_s", "network_s", "postprocess_s", "total_s"}
     assert doc["settings"]["scales"] == [TEST_SCALE] and doc["settings"]["proposals"]["top"] == PROPOSALS["top"]
     drawn, original = read_image(vis), read_image(images[0])
     assert drawn.shape == original.shape and (drawn != original).any()

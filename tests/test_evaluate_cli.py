@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastrcnn_cli.cli.evaluate import remap_detections, resolve_eval_classes, restrict_ground_truth
 from fastrcnn_cli.data.synthetic import SHAPES
-from fastrcnn_cli.errors import CheckpointError, InputError
-from fastrcnn_cli.evaluation import Detections, load_detections
+from fastrcnn_cli.detections import Detections, load_detections
+from fastrcnn_cli.pipeline import ClassMatchError, remap_detections, resolve_eval_classes, restrict_ground_truth
 from tests.test_detect import assert_clean_failure, install_oracle, make_checkpoint, oracle_proposals, run, truth_of
 
 
@@ -53,15 +52,17 @@ def _evaluate(*args: object):
 def test_classes_match_by_name_and_mismatches_name_both_sides() -> None:
     assert resolve_eval_classes(("b", "a"), ("a", "b"), None) == ("a", "b")
     assert resolve_eval_classes(("a", "b", "x"), ("a", "b", "y"), ("b",)) == ("b",)
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(ClassMatchError) as info:
         resolve_eval_classes(("a", "b", "x"), ("a", "b", "y"), None)
-    message = str(info.value)
-    assert "the model lacks y" in message and "the data set lacks x" in message and "--classes a,b" in message
-    with pytest.raises(CheckpointError, match="share no class"):
+    message = str(info.value)  # the core names the setting, the command line its flag
+    assert "the model lacks y" in message and "the data set lacks x" in message and "give classes a,b" in message
+    assert "give --classes a,b" in info.value.render(lambda field: "--" + field) and "--" not in message
+    assert info.value.exit_code == 1
+    with pytest.raises(ClassMatchError, match="share no class"):
         resolve_eval_classes(("x",), ("y",), None)
-    with pytest.raises(CheckpointError, match="the data set has no class x.*the model has no class y"):
+    with pytest.raises(ClassMatchError, match="^classes: the data set has no class x.*the model has no class y"):
         resolve_eval_classes(("a", "x"), ("a", "y"), ("x", "y"))
-    with pytest.raises(InputError, match="the detections file"):
+    with pytest.raises(ClassMatchError, match="the detections file"):
         resolve_eval_classes(("x",), ("y",), None, "the detections file d.npz")
 
 
@@ -96,12 +97,12 @@ def test_evaluate_end_to_end_then_rescore_gives_the_same_map(
     payload = json.loads(result.stdout)
     assert [c["name"] for c in payload["classes"]] == list(SHAPES)
     assert payload["headline"] == "area" and payload["num_images"] == 4
-    assert {"proposals", "network", "postprocess", "evaluation", "total"} <= set(payload["times"])
+    assert {"proposals_s", "network_s", "postprocess_s", "evaluation_s", "total_s"} <= set(payload["times"])
     assert (out / "results.json").is_file() and (out / "pr.png").stat().st_size > 0
     saved = load_detections(out / "detections.npz")
     assert saved.classes == list(SHAPES) and len(saved.detections) == 4
     assert all(len(d) <= 100 for d in saved.detections) and saved.meta["split"] == "test"
-    assert "mAP" in result.stderr and "network" in result.stderr
+    assert "mAP" in result.stderr and "network" in result.stderr and " %" in result.stderr
 
     again = _evaluate(synthetic_voc, "--split", "test", "--detections", out / "detections.npz",
                       "--out", tmp_path / "rescore", "--json")  # fmt: skip
@@ -155,7 +156,7 @@ def test_default_output_folders_do_not_overwrite(
     synthetic_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fastrcnn_cli.data.voc import load_dataset
-    from fastrcnn_cli.evaluation import save_detections
+    from fastrcnn_cli.detections import save_detections
 
     ds = load_dataset(synthetic_voc, "test", warn=False)
     dets = [Detections(r.id, r.boxes, np.ones(len(r.boxes)), r.labels) for r in ds.records]
@@ -185,14 +186,115 @@ def test_bad_inputs_are_clear_failures(synthetic_voc: Path, checkpoints: dict[st
     )
     assert_clean_failure(_evaluate(tmp_path / "nowhere", "--weights", checkpoints["shapes"]), 1, "nowhere")
     assert_clean_failure(_evaluate(synthetic_voc, "--split", "nosuch", "--weights", checkpoints["shapes"]), 1, "nosuch")
-    assert_clean_failure(_evaluate(synthetic_voc, "--metric", "coco"), 2)
+    assert_clean_failure(_evaluate(synthetic_voc, "--metric", "coco2017"), 2, "voc07, area, coco")
+    assert_clean_failure(_evaluate(synthetic_voc, "--data-format", "coco", "--weights", checkpoints["shapes"]), 1,
+                         "not a COCO data set")
 
 
 def test_detections_of_another_split_are_refused(synthetic_voc: Path, tmp_path: Path) -> None:
     from fastrcnn_cli.data.voc import load_dataset
-    from fastrcnn_cli.evaluation import save_detections
+    from fastrcnn_cli.detections import save_detections
 
     ds = load_dataset(synthetic_voc, "train", warn=False)
     save_detections(tmp_path / "d.npz", [Detections(r.id, r.boxes, np.ones(len(r.boxes)), r.labels) for r in ds.records], ds.classes)
     result = _evaluate(synthetic_voc, "--split", "test", "--detections", tmp_path / "d.npz", "--out", tmp_path / "o")
     assert_clean_failure(result, 1, "not in the evaluated split")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --metric coco
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _pycocotools(folder: Path) -> dict[str, float | None]:
+    """pycocotools run directly on the two files an evaluation wrote, as its users run it."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from fastrcnn_cli.coco_metrics import STATS
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(folder / "coco_gt.json"))
+        evaluator = COCOeval(gt, gt.loadRes(str(folder / "coco_results.json")), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: None if v < 0 else float(v) for name, v in zip(STATS, evaluator.stats)}
+
+
+@pytest.fixture(scope="module")
+def shipped_coco_run(synthetic_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    """The shipped model (a real detector of these shapes) on the synthetic test split, with --metric coco."""
+    out = tmp_path_factory.mktemp("coco") / "eval"
+    result = _evaluate(synthetic_voc, "--split", "test", "--metric", "coco", "--out", out,
+                       "--proposal-cache", out.parent / "cache", "--workers", "1", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout), result.stderr
+
+
+def test_metric_coco_equals_pycocotools_run_on_the_files_it_wrote(
+    shipped_coco_run: tuple[Path, dict, str], synthetic_voc: Path
+) -> None:
+    from fastrcnn_cli.coco_metrics import STATS
+    from fastrcnn_cli.data.voc import load_dataset
+
+    out, payload, stderr = shipped_coco_run
+    expected = _pycocotools(out)
+    assert {name: payload["coco"][name] for name in STATS} == expected
+    assert payload["headline"] == "coco" and payload["map"] == expected["ap"]
+    assert 0.2 < expected["ap"] < expected["ap50"] <= 1.0  # a detector that finds shapes, not exactly
+    assert json.loads((out / "results.json").read_text())["coco"] == payload["coco"]
+    assert payload["coco_files"] == {"ground_truth": str(out / "coco_gt.json"), "results": str(out / "coco_results.json")}
+    # a class without ground truth is reported as such, and the mean is over the others only
+    classes = payload["coco"]["classes"]
+    for c in classes:
+        assert (c["ap"] is None) == (c["num_positives"] == 0), c
+    defined = [c["ap"] for c in classes if c["ap"] is not None]
+    assert payload["map"] == pytest.approx(sum(defined) / len(defined), abs=1e-12)
+    # the ground truth pycocotools read: every image with its size, every box with its area (w x h for VOC)
+    records = {r.id: r for r in load_dataset(synthetic_voc, "test", warn=False).records}
+    gt = json.loads((out / "coco_gt.json").read_text())
+    assert {(im["file_name"], im["width"], im["height"]) for im in gt["images"]} == {
+        (r.id, r.width, r.height) for r in records.values()
+    }
+    assert len(gt["annotations"]) == sum(r.num_objects for r in records.values())
+    assert all(a["area"] == a["bbox"][2] * a["bbox"][3] for a in gt["annotations"])
+    assert f"COCO mAP {100 * expected['ap']:.1f} %" in stderr and "AR@100" in stderr and "coco_results.json" in stderr
+
+
+def test_metric_coco_on_a_coco_data_set_keeps_its_image_ids_category_ids_and_areas(tmp_path: Path) -> None:
+    """Re-scoring on a COCO file: pycocotools sees the file's own image ids (11, 12, 13), its sparse category
+    ids (3, 7, 12), its areas (500.5; 36 for the crowd box) and image sizes; the negative image counts."""
+    from fastrcnn_cli.data.voc import load_dataset
+    from fastrcnn_cli.detections import save_detections
+    from tests.test_formats import _coco_set
+
+    root = _coco_set(tmp_path / "coco")
+    dataset = load_dataset(root, "val2017", warn=False)
+    by_id = {r.id: r for r in dataset.records}
+    zebra, dog = dataset.classes.index("zebra"), dataset.classes.index("dog")
+    save_detections(tmp_path / "d.npz", [
+        Detections("a", by_id["a"].boxes[:1], [0.9], [zebra]),
+        Detections("b", by_id["b"].boxes + [[2, 2, -2, -2]], [0.8], [dog]),
+        Detections("empty", [[5, 5, 30, 30]], [0.95], [dog]),  # a false positive on the negative image
+    ], dataset.classes)  # fmt: skip
+    out = tmp_path / "eval"
+    result = _evaluate(root, "--split", "val2017", "--data-format", "coco", "--detections", tmp_path / "d.npz",
+                       "--metric", "coco", "--out", out, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    gt = json.loads((out / "coco_gt.json").read_text())
+    results = json.loads((out / "coco_results.json").read_text())
+    assert sorted((im["id"], im["width"], im["height"]) for im in gt["images"]) == [(11, 64, 48), (12, 64, 48), (13, 64, 48)]
+    assert sorted((c["id"], c["name"]) for c in gt["categories"]) == [(3, "cat"), (7, "dog"), (12, "zebra")]
+    areas = {(a["image_id"], a["category_id"]): (a["area"], a["iscrowd"]) for a in gt["annotations"]}
+    assert areas[(11, 12)] == (500.5, 0) and areas[(11, 3)] == (pytest.approx(36.0), 1)
+    assert sorted((r["image_id"], r["category_id"]) for r in results) == [(11, 12), (12, 7), (13, 7)]
+    assert {name: payload["coco"][name] for name in _pycocotools(out)} == _pycocotools(out)
+    assert payload["data_format"] == "coco" and payload["negative_images"] == 1
+    per_class = {c["name"]: c for c in payload["coco"]["classes"]}
+    assert per_class["cat"]["ap"] is None and per_class["cat"]["num_crowd"] == 1  # only a crowd box
+    assert per_class["zebra"]["ap"] == pytest.approx(1.0) and per_class["dog"]["ap"] < 1.0  # dog: the false positive

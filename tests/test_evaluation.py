@@ -10,17 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from fastrcnn_cli.cli.render_eval import map_text, plot_precision_recall, render_table
+from fastrcnn_cli.detections import Detections, load_detections, save_detections
 from fastrcnn_cli.errors import InputError
-from fastrcnn_cli.evaluation import (
-    Detections,
-    average_precision,
-    evaluate_voc,
-    headline_for,
-    load_detections,
-    plot_precision_recall,
-    render_table,
-    save_detections,
-)
+from fastrcnn_cli.evaluation import average_precision, evaluate_voc, headline_for
 
 TOL = 1e-6
 
@@ -424,6 +417,8 @@ def test_table_lists_every_class_the_map_and_the_protocol():
     console.print(table)
     text = console.export_text()
     assert "mAP" in text and "PASCAL VOC" in text and "n/a" in text and "empty" in text
+    assert f"mAP {100 * result.map:.1f} %" in text  # one unit in human output: percent, one decimal
+    assert map_text(0.8976) == "mAP 89.8 %" and map_text(float("nan")) == "mAP n/a"
 
 
 def test_plot_writes_a_png(tmp_path):

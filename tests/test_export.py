@@ -108,14 +108,15 @@ def test_format_comes_from_the_extension_and_must_agree_with_format_option() -> 
     assert resolve_format("m.PT", None) == "checkpoint"
     assert resolve_format("m.pth", "checkpoint") == "checkpoint"
     for name, fmt in (("m.onnx", "torchscript"), ("m.pt", "onnx"), ("m.txt", None), ("model", "onnx"), ("m.onnx", "tf")):
-        with pytest.raises(ExportUsageError):
+        with pytest.raises(ExportUsageError) as info:
             resolve_format(name, fmt)
+        assert str(info.value).startswith("format: ") and "--" not in str(info.value)  # the field, not the flag
 
 
 def test_wrong_extension_is_a_usage_error_without_traceback(tmp_path: Path) -> None:
     result = run("export", DEFAULT_WEIGHTS, tmp_path / "model.pt", "--format", "onnx")
     assert result.exit_code == 2, result.output
-    assert "--format onnx writes a .onnx file" in result.output and "Traceback" not in result.output
+    assert "--format: onnx writes a .onnx file" in result.output and "Traceback" not in result.output
     result = run("export", DEFAULT_WEIGHTS, tmp_path / "model.bin")
     assert result.exit_code == 2 and "cannot tell the format" in result.output
     assert not list(tmp_path.iterdir())
@@ -197,7 +198,7 @@ def test_svd_compressed_checkpoint_exports_and_matches(tmp_path: Path, examples)
     _needs_onnx()
     from fastrcnn_cli.detect import DetectSettings, Detector, proposal_settings_from_meta
     from fastrcnn_cli.model.checkpoint import load_checkpoint
-    from fastrcnn_cli.svd import compress_checkpoint
+    from fastrcnn_cli.svd_checkpoint import compress_checkpoint
 
     svd = tmp_path / "svd.pt"
     compress_checkpoint(DEFAULT_WEIGHTS, svd, 64, 32)

@@ -13,7 +13,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 torch = pytest.importorskip("torch")
 
-from fastrcnn_cli.errors import BuildError, InputError  # noqa: E402
+from fastrcnn_cli.errors import BuildError, InputError, SettingsError  # noqa: E402
 from fastrcnn_cli.proposals import native  # noqa: E402
 from fastrcnn_cli.proposals.selective_search import (  # noqa: E402
     ProposalSettings,
@@ -141,8 +141,11 @@ def test_proposer_is_recorded_only_when_not_the_default() -> None:
     assert settings.to_dict()["proposer"] == "native"
     assert ProposalSettings.from_dict(settings.to_dict()) == settings
     assert "native" in settings.describe()
-    with pytest.raises(InputError, match="unknown proposer"):
+    with pytest.raises(SettingsError, match="proposer: unknown proposer") as info:
         ProposalSettings(proposer="matlab")
+    assert info.value.problems[0][0] == "proposer"  # the field, for the command line to name its flag
+    with pytest.raises(InputError, match="unknown proposer"):  # a file's recorded settings: the file is at fault
+        ProposalSettings.from_dict({"proposer": "matlab"})
 
 
 @pytest.mark.parametrize(
@@ -170,7 +173,7 @@ def test_a_missing_extension_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
         raise BuildError("no C++ compiler found")
 
     monkeypatch.setattr(_extension, "load_extension", broken)
-    with pytest.raises(BuildError, match="--proposer native.*no C\\+\\+ compiler"):
+    with pytest.raises(BuildError, match="proposer 'native'.*no C\\+\\+ compiler"):
         selective_search(synthetic_image(12), dataclasses.replace(ProposalSettings(), proposer="native"))
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from fastrcnn_cli.cli import app
 from fastrcnn_cli.data.voc import ImageRecord, load_dataset
-from fastrcnn_cli.errors import InputError
+from fastrcnn_cli.errors import InputError, SettingsError
 from fastrcnn_cli.proposals import (
     CacheMismatchError,
     ProposalSettings,
@@ -143,9 +143,9 @@ def test_huge_images_are_decoded_at_reduced_size(tmp_path: Path) -> None:
 def test_settings_round_trip_and_are_checked() -> None:
     s = ProposalSettings(mode="quality", max_side=300, top=100, min_size=5)
     assert ProposalSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
-    with pytest.raises(InputError, match="unknown proposal mode"):
+    with pytest.raises(SettingsError, match="unknown proposal mode"):
         ProposalSettings(mode="slow")
-    with pytest.raises(InputError, match="top"):
+    with pytest.raises(SettingsError, match="top"):
         ProposalSettings(top=0)
     with pytest.raises(InputError, match="unknown proposal settings"):
         ProposalSettings.from_dict({"mode": "fast", "colour": "red"})
@@ -157,10 +157,12 @@ def test_command_line_defaults_are_the_settings_defaults() -> None:
     defaults = ProposalSettings()
     import inspect
 
+    from fastrcnn_cli.cli.options import proposal_settings
+
     params = inspect.signature(propose).parameters
-    assert params["mode"].default.value == defaults.mode
-    for name in ("max_side", "top", "min_size"):
-        assert params[name].default == getattr(defaults, name)
+    for name in ("mode", "max_side", "top", "min_size", "proposer"):
+        assert params[name].default is None  # None: the settings' own default, laid over by proposal_settings
+    assert proposal_settings(defaults) == defaults
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ def test_cache_made_with_other_settings_is_refused_with_a_clear_message(syntheti
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "max side 64" in text and "max side 80" in text
-    assert "another --cache" in text and "delete" in text and "Traceback" not in text
+    assert "another proposal cache folder" in text and "delete" in text and "Traceback" not in text
 
 
 def test_default_cache_is_outside_the_data_set_and_depends_on_settings(
@@ -389,7 +391,7 @@ def test_per_image_mat_is_x1_y1_x2_y2_zero_based(tmp_path: Path) -> None:
     scipy.io.savemat(tmp_path / "x_boxes.mat", {"boxes": raw})
     boxes = load_proposal_file(tmp_path / "x_boxes.mat", image_size=(100, 80))
     assert boxes.tolist() == [[0, 0, 23, 15], [10, 20, 99, 79]]  # duplicates dropped, order kept
-    with pytest.raises(InputError, match="--mat-layout"):
+    with pytest.raises(InputError, match="layout is probably wrong: try the layout xyxy0"):
         load_proposal_file(tmp_path / "x_boxes.mat", layout="yxyx1", image_size=(100, 80))
     with pytest.raises(InputError, match="no variable 'boxes'"):
         scipy.io.savemat(tmp_path / "other.mat", {"rois": raw})

@@ -61,21 +61,21 @@ def test_recipes_fill_only_what_is_unset_and_scale_the_schedule() -> None:
     recipe = RECIPES["small-data"]
     assert small.recipe == "small-data"
     assert small.iterations == max(recipe.min_iterations, math.ceil(recipe.epochs * 600 / 2))
-    assert small.lr_steps == (round(0.75 * small.iterations),)
-    assert small.scales == recipe.scales and small.test_scale == recipe.test_scale
+    assert small.lr_step == (round(0.75 * small.iterations),)
+    assert small.scale == recipe.scale and small.test_scale == recipe.test_scale
     big = TrainSettings(data="x", backbone="efficientnet-lite0").resolved(3000)
     assert big.iterations == math.ceil(recipe.epochs * 6000 / 2)  # epochs, past the minimum
-    mine = TrainSettings(data="x", backbone="efficientnet-lite0", lr=0.003, iterations=100, scales=(600,)).resolved(300)
-    assert (mine.lr, mine.iterations, mine.lr_steps) == (0.003, 100, (75,))
-    assert mine.scales == (600,) and mine.test_scale is None and mine.resolved_test_scale == 600
+    mine = TrainSettings(data="x", backbone="efficientnet-lite0", lr=0.003, iterations=100, scale=(600,)).resolved(300)
+    assert (mine.lr, mine.iterations, mine.lr_step) == (0.003, 100, (75,))
+    assert mine.scale == (600,) and mine.test_scale is None and mine.resolved_test_scale == 600
     assert mine.max_size >= 600
     paper = TrainSettings(data="x", backbone="efficientnet-lite0", recipe="paper").resolved(300)
     assert (paper.lr, paper.iterations, paper.clip_grad_norm) == (0.001, 40000, math.inf)
 
 
 def test_settings_errors_name_fields_not_flags() -> None:
-    with pytest.raises(SettingsError, match="holdout_fraction") as info:
-        TrainSettings(data="x", holdout_fraction=1.5).validate()
+    with pytest.raises(SettingsError, match="holdout") as info:
+        TrainSettings(data="x", holdout=1.5).validate()
     assert "--" not in str(info.value)
     with pytest.raises(SettingsError, match="recipe"):
         TrainSettings(data="x", recipe="magic").validate()
@@ -86,6 +86,10 @@ def test_old_run_folders_resume_without_the_new_defaults() -> None:
            "max_size": 800, "iterations": 100, "lr_steps": [80], "warmup_iterations": 10, "weight_decay": 0.0005}
     s = TrainSettings.from_dict(old).resolved(100)
     assert (s.backbone_lr_factor, s.clip_grad_norm, s.photometric, s.eval_split) == (1.0, math.inf, 0.0, "none")
+    # fields renamed to their flags read under the new names
+    assert (s.scale, s.lr_step, s.warmup, s.iterations) == ((480,), (80,), 10, 100)
+    assert TrainSettings.from_dict({"data": "x", "holdout_fraction": 0.3, "proposal_proposer": "native"}).holdout == 0.3
+    assert TrainSettings.from_dict({"data": "x", "proposal_proposer": "native"}).proposer == "native"
 
 
 def test_prior_loss_is_the_entropy_of_the_labels() -> None:
@@ -139,7 +143,7 @@ def no_val_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_no_val_split_validates_on_a_held_out_part_and_picks_best_on_it(no_val_set: Path, tmp_path: Path) -> None:
     settings = TrainSettings(
-        data=str(no_val_set), split="train", backbone="efficientnet-lite0", scales=(160,), max_size=240,
+        data=str(no_val_set), split="train", backbone="efficientnet-lite0", scale=(160,), max_size=240,
         rois_per_image=32, iterations=8, eval_every=4, log_every=2, checkpoint_every=8, runs_dir=str(tmp_path),
         proposal_cache=str(tmp_path / "proposals"), proposal_top=200, workers=1, seed=5,
     )  # fmt: skip
@@ -164,7 +168,7 @@ def test_no_val_split_validates_on_a_held_out_part_and_picks_best_on_it(no_val_s
 
 def test_val_inside_the_training_split_is_left_out_of_training(synthetic_voc: Path, tmp_path: Path) -> None:
     settings = TrainSettings(
-        data=str(synthetic_voc), split="trainval", backbone="efficientnet-lite0", scales=(160,), max_size=240,
+        data=str(synthetic_voc), split="trainval", backbone="efficientnet-lite0", scale=(160,), max_size=240,
         rois_per_image=16, iterations=2, log_every=1, runs_dir=str(tmp_path), proposal_cache=str(tmp_path / "p"),
         proposal_top=100, workers=1,
     )  # fmt: skip

@@ -16,13 +16,13 @@ from fastrcnn_cli.errors import CheckpointError
 from fastrcnn_cli.svd import (
     LayerError,
     RankError,
-    benchmark_head,
-    compress_checkpoint,
     compress_layer,
     compress_model,
     default_fc7_rank,
     energy_share,
 )
+from fastrcnn_cli.svd_checkpoint import compress_checkpoint
+from fastrcnn_cli.svd_timing import benchmark_head
 
 runner = CliRunner()
 HIDDEN = 64  #: fc6 is 64 x 5488 (efficientnet-lite0 stage5: 112 channels x 7 x 7), fc7 64 x 64
@@ -290,7 +290,7 @@ def test_cli_json_reports_layers_sizes_and_timing(small_checkpoint: Path, tmp_pa
     assert data["output"] == str(out) and out.exists()
     assert [layer["name"] for layer in data["layers"]] == ["fc6", "fc7"]
     assert [layer["rank"] for layer in data["layers"]] == [16, 16]  # fc7: min(16, 256)
-    assert data["file_size_after"] < data["file_size_before"]
+    assert data["file_bytes_after"] < data["file_bytes_before"]
     assert data["timing"]["num_rois"] == 20 and data["timing"]["speedup"] > 0
     assert data["evaluation"] is None
 

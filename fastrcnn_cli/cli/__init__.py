@@ -15,6 +15,7 @@ from fastrcnn_cli.cli.app import app
 
 # importing the command modules registers their commands on ``app``
 from fastrcnn_cli.cli import data as _data  # noqa: F401,E402
+from fastrcnn_cli.cli import convert as _convert  # noqa: F401,E402
 from fastrcnn_cli.cli import propose as _propose  # noqa: F401,E402
 from fastrcnn_cli.cli import train as _train  # noqa: F401,E402
 from fastrcnn_cli.cli import detect as _detect  # noqa: F401,E402
@@ -27,7 +28,7 @@ from fastrcnn_cli.cli import build_ops as _build_ops  # noqa: F401,E402
 
 def _version_callback(value: bool) -> None:
     if value:
-        from fastrcnn_cli.versions import version_text
+        from fastrcnn_cli.versions import version_text  # here: importlib.metadata costs start-up time
 
         sys.stdout.write(version_text() + "\n")
         raise typer.Exit()
@@ -42,8 +43,10 @@ def _root(
 ) -> None:
     """Fast R-CNN (Girshick, ICCV 2015) as a command-line toolkit.
 
+    Every command takes --config FILE: a TOML file of its options (flags on the command line override it).
+
     Exit codes: 0 ok, 1 failure, 2 usage error, 3 data set validation failed, 4 training diverged
-    (NaN/inf loss), 5 not implemented yet, 130 interrupted.
+    (NaN/inf loss), 130 interrupted.
     """
 
 

@@ -1,7 +1,14 @@
-"""``fastrcnn benchmark``: where the time of a detection goes (:mod:`fastrcnn_cli.benchmark`)."""
+"""``fastrcnn benchmark``: where the time of a detection goes (:mod:`fastrcnn_cli.benchmark`).
+
+Parse the options into :class:`~fastrcnn_cli.benchmark.BenchmarkSettings`, call
+:func:`~fastrcnn_cli.benchmark.run_benchmark`, render its :class:`~fastrcnn_cli.benchmark.BenchmarkResult`:
+the tables on stderr (:mod:`fastrcnn_cli.cli.render_benchmark`), or ``--json`` on stdout; ``--plot`` and
+``--csv`` files.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,51 +16,52 @@ import typer
 
 from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
-from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
+from fastrcnn_cli.cli.compress_svd import _parse_rank_fc7
+from fastrcnn_cli.cli.options import (
+    ProposalCacheOption,
+    ProposalMaxSideOption,
+    ProposalMinSizeOption,
+    ProposalModeOption,
+    ProposalTopOption,
+    ProposerOption,
+    ThreadsOption,
+)
 
 _WHAT, _OUT = "What to time", "Output"
+#: the sections (:data:`fastrcnn_cli.benchmark.SECTIONS`; written here too, so that --help loads no torch)
+SECTION_NAMES = ("stages", "proposals", "shared", "roipool", "head")
+PROPOSAL_FLAGS = {"mode": "--proposal-mode", "max_side": "--proposal-max-side", "top": "--proposal-top",
+                  "min_size": "--proposal-min-size", "proposer": "--proposer", "proposal_cache": "--proposal-cache"}
+
+
+class RoIPoolCase(str, Enum):
+    vgg16 = "vgg16"
+    model = "model"
 
 
 def _parse_sections(values: list[str] | None) -> tuple[str, ...]:
-    """``--sections stages,shared`` or repeated ``--sections``; None: all four."""
-    from fastrcnn_cli.benchmark import SECTIONS
-
+    """``--sections stages,shared`` or repeated ``--sections``; None: all five."""
     if not values:
-        return SECTIONS
+        return SECTION_NAMES
     names = [v.strip().lower() for value in values for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in SECTIONS]
+    unknown = [n for n in names if n not in SECTION_NAMES]
     if unknown or not names:
         raise typer.BadParameter(
-            f"{', '.join(unknown) or 'nothing'}: choose some of {', '.join(SECTIONS)}", param_hint="'--sections'"
+            f"{', '.join(unknown) or 'nothing'}: choose some of {', '.join(SECTION_NAMES)}", param_hint="'--sections'"
         )
     return tuple(names)
 
 
-def _parse_rank(value: str | None) -> tuple[tuple[int, int | None] | None, bool]:
-    """``--rank R`` (fc6 R, fc7 the default min(R, 256)), ``--rank R6,R7`` or ``--rank R6,none``."""
-    if value is None:
-        return None, False
-    parts = [p.strip().lower() for p in value.split(",")]
-    try:
-        if len(parts) == 1:
-            return (int(parts[0]), None), False
-        if len(parts) == 2:
-            if parts[1] in ("none", "off", "keep"):
-                return (int(parts[0]), None), True
-            return (int(parts[0]), int(parts[1])), False
-    except ValueError:
-        pass
-    raise typer.BadParameter(f"{value!r} is not R, R6,R7 or R6,none (integers)", param_hint="'--rank'")
-
-
 @command(
     "benchmark",
+    flags=PROPOSAL_FLAGS,
     epilog=examples(
         "fastrcnn benchmark",
         "fastrcnn benchmark --plot where-the-time-went.png --csv bench.csv",
         "fastrcnn benchmark --weights runs/train/best.pt --image photo.jpg --runs 10 --warmup 2",
-        "fastrcnn benchmark --sections stages,shared --proposals 2000 --threads 2",
+        "fastrcnn benchmark -S stages,shared --proposal-top 2000 --threads 2",
         "fastrcnn benchmark --sections head --rank 256 --json > head.json",
+        "fastrcnn benchmark -S head --rank 512 --rank-fc7 none   [dim]# fc7 left dense[/dim]",
         "fastrcnn benchmark --device cuda --sections roipool --roipool-case vgg16",
         "fastrcnn benchmark --weights model.onnx   [dim]# the stages with ONNX Runtime (fastrcnn export)[/dim]",
     ),
@@ -72,36 +80,38 @@ def benchmark(
         int | None,
         typer.Option(
             "--runs", parser=ranges.count(1, 100_000), show_default=False,
-            help="Timed runs of every section (default: 5 for stages, 3 for the others).",
+            help="Timed runs of every section (default: 5 for stages, 3 for shared, roipool and head, 2 for "
+            "proposals).",
         ),
     ] = None,
     warmup: Annotated[
         int | None,
         typer.Option(
-            "--warmup", parser=ranges.count(0, 100_000), show_default=False, help="Untimed warm-up runs before them (default: 1, none for head)."
+            "--warmup", parser=ranges.count(0, 100_000), show_default=False,
+            help="Untimed warm-up runs before them (default: 1, none for head).",
         ),
     ] = None,
-    proposals: Annotated[
-        int | None,
-        typer.Option(
-            "--proposals", "-p", parser=ranges.count(1, 100_000), show_default=False, rich_help_panel=_WHAT,
-            help="Selective Search proposals kept (top N; default: the checkpoint's, normally 2000, as detect). "
-            "Also the number of RoIs of the shared, roipool and head sections.",
-        ),
-    ] = None,
-    rank: Annotated[
-        str | None,
-        typer.Option(
-            "--rank", metavar="R|R6,R7|R6,none", rich_help_panel=_WHAT,
-            help="Also time this model's own head against its truncated SVD at these ranks (fc7 default: "
-            "min(R, 256)). VGG16's head at the paper's 1024/256 is always timed.",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     sections: Annotated[
         list[str] | None,
         typer.Option(
-            "--sections", "-s", metavar="stages,proposals,shared,roipool,head", rich_help_panel=_WHAT, show_default=False,
-            help="Which sections to run, comma-separated or repeated (default: all).",
+            "--sections", "-S", metavar="stages,proposals,shared,roipool,head", rich_help_panel=_WHAT,
+            show_default=False, help="Which sections to run, comma-separated or repeated (default: all).",
+        ),
+    ] = None,
+    rank: Annotated[
+        int | None,
+        typer.Option(
+            "--rank", "-r", parser=ranges.count(1, 1_000_000), rich_help_panel=_WHAT, show_default=False,
+            help="Also time this model's own head against its truncated SVD, fc6 at this rank (as compress-svd "
+            "--rank). VGG16's head at the paper's 1024/256 is always timed.",
+        ),
+    ] = None,
+    rank_fc7: Annotated[
+        str | None,
+        typer.Option(
+            "--rank-fc7", metavar="INTEGER|none", rich_help_panel=_WHAT, show_default=False,
+            help="fc7's rank for --rank, or 'none' to leave fc7 dense. Default: min(--rank, 256), as compress-svd.",
         ),
     ] = None,
     rcnn_sample: Annotated[
@@ -113,31 +123,27 @@ def benchmark(
     ] = 32,
     rcnn_batch: Annotated[
         int,
-        typer.Option("--rcnn-batch", parser=ranges.count(1, 100_000), rich_help_panel=_WHAT, help="Crops per backbone batch on the R-CNN side."),
+        typer.Option("--rcnn-batch", parser=ranges.count(1, 100_000), rich_help_panel=_WHAT,
+                     help="Crops per backbone batch on the R-CNN side."),
     ] = 32,
     roipool_case: Annotated[
-        str,
+        RoIPoolCase,
         typer.Option(
             "--roipool-case", rich_help_panel=_WHAT,
             help="RoI pooling features: 'vgg16' (1x512x38x63, VGG16's conv5 for a 600 x 1000 image, the paper's "
             "case) or 'model' (this model's feature map at this image's size).",
         ),
-    ] = "vgg16",
-    proposer: Annotated[
-        Proposer | None,
-        typer.Option("--proposer", rich_help_panel=_WHAT, show_default=False,
-                     help=PROPOSER_HELP + " For the stages section (the proposals section times both). "
-                     "Default: as in training."),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", parser=ranges.THREADS, help="CPU threads for torch (default: all cores).")
-    ] = None,
+    ] = RoIPoolCase.vgg16,
+    proposal_mode: ProposalModeOption = None,
+    proposal_max_side: ProposalMaxSideOption = None,
+    proposal_top: ProposalTopOption = None,
+    proposal_min_size: ProposalMinSizeOption = None,
+    proposer: ProposerOption = None,
+    proposal_cache: ProposalCacheOption = None,
     plot: Annotated[
         Path | None,
-        typer.Option(
-            "--plot", rich_help_panel=_OUT,
-            help="Write the 'where the time went' bar chart (PNG, square-root scaled bars) here.",
-        ),
+        typer.Option("--plot", rich_help_panel=_OUT,
+                     help="Write the 'where the time went' bar chart (PNG, square-root scaled bars) here."),
     ] = None,
     csv_out: Annotated[
         Path | None,
@@ -158,20 +164,19 @@ def benchmark(
     and the pure-PyTorch reference, forward and backward; [bold]head[/bold] -- fc6/fc7 full against truncated SVD
     (VGG16's at the paper's ranks, and this model's at --rank).
 
+    The proposal options set Selective Search as `fastrcnn detect` runs it (default: the checkpoint's settings;
+    with --proposal-cache, those that cache was made with); --proposal-top is also the number of RoIs of the
+    shared, roipool and head sections.
+
     Tables go to stderr; --json prints every number on stdout instead.
     """
     import torch
 
-    from fastrcnn_cli.benchmark import (
-        BenchmarkSettings,
-        plot_stages,
-        render_report,
-        run_benchmark,
-        summary_line,
-        write_csv,
-    )
+    from fastrcnn_cli.benchmark import BenchmarkSettings, run_benchmark
+    from fastrcnn_cli.cli.render_benchmark import plot_stages, render_report, summary_line, write_csv
     from fastrcnn_cli.console import err, print_json
-    from fastrcnn_cli.errors import InputError
+    from fastrcnn_cli.outputs import check_output_file
+    from fastrcnn_cli.pipeline import ProposalOverrides
 
     chosen = _parse_sections(sections)
     if weights is not None and weights.suffix.lower() == ".onnx":  # ONNX Runtime: the stage breakdown only
@@ -181,37 +186,31 @@ def benchmark(
                 param_hint="'--sections'",
             )
         chosen = ("stages",)
-    ranks, fc7_none = _parse_rank(rank)
-    if roipool_case not in ("model", "vgg16"):
-        raise typer.BadParameter(f"{roipool_case!r}: choose model or vgg16", param_hint="'--roipool-case'")
+    rank7 = _parse_rank_fc7(rank_fc7)
+    if rank is None and rank_fc7 is not None:
+        raise typer.BadParameter("give --rank (fc6's rank) with it", param_hint="'--rank-fc7'")
+    ranks = None if rank is None else (rank, rank7 if isinstance(rank7, int) else None)
     if plot is not None and "stages" not in chosen:
         raise typer.BadParameter("the plot shows the stages section; add stages to --sections", param_hint="'--plot'")
-    from fastrcnn_cli.outputs import check_output_file
-
     for target, flag in ((plot, "--plot"), (csv_out, "--csv")):
         if target is not None:  # writable and not an input, before the minutes of timing
             check_output_file(target, flag, [weights, image, plot if flag == "--csv" else None])
     if threads:
         torch.set_num_threads(threads)
     settings = BenchmarkSettings(
-        runs=runs, warmup=warmup, proposals=proposals, sections=chosen, ranks=ranks, fc7_none=fc7_none,
-        rcnn_sample=rcnn_sample, rcnn_batch=rcnn_batch, roipool_case=roipool_case,
-        proposer=proposer.value if proposer else None,
+        runs=runs, warmup=warmup, sections=chosen, ranks=ranks, fc7_none=rank7 is None, rcnn_sample=rcnn_sample,
+        rcnn_batch=rcnn_batch, roipool_case=roipool_case.value, proposal_cache=proposal_cache,
+        proposals=ProposalOverrides(mode=proposal_mode, max_side=proposal_max_side,
+                                    top=proposal_top,
+                                    min_size=proposal_min_size, proposer=proposer),
     )
-
-    def log(message: str) -> None:
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
-
-    result = run_benchmark(weights, image, device, settings, log=log)
+    result = run_benchmark(weights, image, device, settings)
 
     for target, write in ((plot, plot_stages), (csv_out, write_csv)):
         if target is not None:
-            try:
-                write(result, target)
-            except OSError as exc:
-                raise InputError(f"cannot write ({exc.strerror or exc})", target) from None
+            write(result, target)  # an OutputError (exit 1) names the file when it cannot be written
     if json_:
-        print_json(result)
+        print_json(result.to_dict())
     else:
         for renderable in render_report(result):
             err.print(renderable)

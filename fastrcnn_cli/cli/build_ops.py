@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -33,8 +34,6 @@ def build_ops(
     and checkout of the same version shares them. A build that is already there is only loaded. Useful for
     container images and machines that must not compile at run time.
     """
-    import time
-
     from fastrcnn_cli.console import err, print_json
     from fastrcnn_cli.ops import _extension
 

@@ -1,14 +1,38 @@
-"""``fastrcnn compress-svd``: truncated SVD of fc6 and fc7 (:mod:`fastrcnn_cli.svd`)."""
+"""``fastrcnn compress-svd``: truncated SVD of fc6 and fc7 (:mod:`fastrcnn_cli.svd`,
+:mod:`fastrcnn_cli.svd_checkpoint`): parse the options, :func:`~fastrcnn_cli.svd_checkpoint.run_compress_svd`,
+render the report."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fastrcnn_cli.cli import ranges
-from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
+from fastrcnn_cli.cli.app import DeviceOption, JsonOption, StrictOption, WeightsOption, command, examples
+from fastrcnn_cli.cli.options import (
+    ProposalCacheOption,
+    ProposalMaxSideOption,
+    ProposalMinSizeOption,
+    ProposalModeOption,
+    ProposalTopOption,
+    ProposerOption,
+    ThreadsOption,
+    WorkersOption,
+    split_option,
+)
+from fastrcnn_cli.console import err, info, print_json, warn
+from fastrcnn_cli.outputs import check_output_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Group
+
+    from fastrcnn_cli.svd_checkpoint import CompressionReport
+
+_EVAL = "Evaluation (--eval)"
 
 
 def _parse_rank_fc7(value: str | None) -> int | str | None:
@@ -30,6 +54,7 @@ def _parse_rank_fc7(value: str | None) -> int | str | None:
 
 @command(
     "compress-svd",
+    flags={"rank_fc6": "--rank", "eval_data": "--eval", "eval_split": "--split", "cache_dir": "--proposal-cache"},
     epilog=examples(
         "fastrcnn compress-svd --rank 1024",
         "fastrcnn compress-svd --weights runs/train/best.pt --rank 1024 --rank-fc7 256 --out vgg16-svd.pt",
@@ -65,12 +90,23 @@ def compress_svd(
     ] = None,
     eval_data: Annotated[
         Path | None,
-        typer.Option("--eval", help="Also report mAP before and after on this VOC-format data set (as `fastrcnn evaluate`)."),
+        typer.Option("--eval", help="Also report mAP before and after on this VOC-format data set (as `fastrcnn evaluate`).",
+                     rich_help_panel=_EVAL),
     ] = None,
-    split: Annotated[str, typer.Option("--split", "-s", help="Split to evaluate with --eval.")] = "test",
-    cache: Annotated[
-        Path | None, typer.Option("--proposal-cache", help="Selective Search cache folder for --eval (default: the usual one).")
+    split: Annotated[str, split_option("Split to evaluate with --eval.")] = "test",
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="With --eval: evaluate only these classes (comma-separated or a file), matched "
+                     "by name; needed when the model's classes and the data set's differ.", rich_help_panel=_EVAL),
     ] = None,
+    strict: StrictOption = False,
+    proposal_mode: ProposalModeOption = None,
+    proposal_max_side: ProposalMaxSideOption = None,
+    proposal_top: ProposalTopOption = None,
+    proposal_min_size: ProposalMinSizeOption = None,
+    proposer: ProposerOption = None,
+    cache: ProposalCacheOption = None,
+    workers: WorkersOption = None,
     timing: Annotated[
         bool, typer.Option("--time/--no-time", help="Time the head (fc6 + fc7) before and after on --device.")
     ] = True,
@@ -78,6 +114,7 @@ def compress_svd(
     runs: Annotated[int, typer.Option("--runs", parser=ranges.count(1, 100_000), help="Timed runs of each head (after the warm-up).")] = 5,
     warmup: Annotated[int, typer.Option("--warmup", parser=ranges.count(0, 100_000), help="Untimed warm-up runs of each head.")] = 1,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Compress fc6 and fc7 with truncated SVD (Fast R-CNN, section 3.1), with no fine-tuning.
@@ -90,36 +127,45 @@ def compress_svd(
 
     Prints, per layer, the shape, rank, parameters before and after and the share of the energy kept
     (sum of the kept squared singular values over all), the file sizes, the time of the head on a batch
-    of --rois RoIs before and after (median, min-max), and with --eval the mAP before and after.
+    of --rois RoIs before and after (median, min-max), and with --eval the mAP before and after (as `fastrcnn
+    evaluate` measures it: the checkpoint's test scale and proposal settings, which the proposal options override).
 
     Exit codes: 1 for a file that is not a fastrcnn checkpoint; 2 for a rank of 0 or less, or larger than
     the layer allows (min(u, v), or its current rank).
     """
-    from fastrcnn_cli.console import err, info, print_json, warn
+    import torch
+
+    from fastrcnn_cli.data.voc import parse_classes_option
     from fastrcnn_cli.devices import resolve_device
-    from fastrcnn_cli.svd import render_report, run_compress_svd
+    from fastrcnn_cli.pipeline import ProposalOverrides
+    from fastrcnn_cli.svd_checkpoint import CompressSVDSettings, run_compress_svd
 
     rank7 = _parse_rank_fc7(rank_fc7)
     if out is not None:  # the default output is chosen next to the weights, or here, where writing works
         from fastrcnn_cli.model.checkpoint import resolve_weights
-        from fastrcnn_cli.outputs import check_output_file
 
         check_output_file(out, "--out", [resolve_weights(weights)])
-    dev = resolve_device(device)
-    report = run_compress_svd(
-        weights,
-        out,
-        rank,
-        rank7,
-        device=dev,
+    if threads:
+        torch.set_num_threads(threads)
+    settings = CompressSVDSettings(
+        weights=weights,
+        out=out,
+        rank_fc6=rank,
+        rank_fc7=rank7,  # type: ignore[arg-type]  # an int, None or "default"
+        device=resolve_device(device),
         time_head=timing,
         num_rois=rois,
         runs=runs,
         warmup=warmup,
         eval_data=eval_data,
         eval_split=split,
+        classes=parse_classes_option(classes),
         cache_dir=cache,
+        workers=workers,
+        proposals=ProposalOverrides(proposal_mode, proposal_max_side, proposal_top, proposal_min_size, proposer),
+        strict=strict,
     )
+    report = run_compress_svd(settings)
     for note in report.notes:
         warn(note)
     if json_:
@@ -127,3 +173,76 @@ def compress_svd(
     else:
         err.print(render_report(report))
     info(f"wrote {report.output}")
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _ms(stats: Mapping[str, Any]) -> str:
+    """A timing's median and range, from :meth:`TimingStats.to_dict <fastrcnn_cli.timing.TimingStats.to_dict>`."""
+    return f"{stats['median_ms']:.1f} ms ({stats['min_ms']:.1f}-{stats['max_ms']:.1f})"
+
+
+def render_report(report: CompressionReport) -> Group:
+    """Rich tables of a :class:`CompressionReport`: one row per layer, then files, time and mAP (in %)."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    from fastrcnn_cli.cli.render_eval import pct
+
+    layers = Table(title="truncated SVD of the head", title_justify="left")
+    for col in ("layer", "u x v", "rank", "params before", "after", "ratio", "energy kept"):
+        layers.add_column(col, justify="left" if col in ("layer", "u x v") else "right", no_wrap=True)
+    for r in report.layers:
+        rank = f"{r.previous_rank} -> {r.rank}" if r.previous_rank else str(r.rank)
+        layers.add_row(
+            r.name, r.shape, rank, f"{r.params_before:,}", f"{r.params_after:,}",
+            f"{r.params_after / r.params_before:.3f}", f"{100 * r.energy_kept:.2f}%",
+        )
+    caption = None
+    if report.timing:
+        t = report.timing
+        caption = f"times: median (min-max) of {t['runs']} runs on {t['num_rois']} RoIs, {t['device']}"
+    summary = Table(title="before -> after", title_justify="left", caption=caption, caption_justify="left")
+    summary.add_column("")
+    summary.add_column("before", justify="right")
+    summary.add_column("after", justify="right")
+    summary.add_column("", justify="right")
+    summary.add_row(
+        f"file ({report.dtype})", _size(report.size_before), _size(report.size_after),
+        f"x{report.size_after / max(report.size_before, 1):.3f}",
+    )
+    summary.add_row(
+        "weights", _size(report.weights_before), _size(report.weights_after),
+        f"x{report.weights_after / max(report.weights_before, 1):.3f}",
+    )
+    if report.timing:
+        t = report.timing
+        for part in ("fc6", "fc7", "total"):
+            label = "head time (fc6 + fc7)" if part == "total" else f"{part} time"
+            b, a = t["before"][part], t["after"][part]
+            summary.add_row(label, _ms(b), _ms(a), f"speed-up {b['median_ms'] / a['median_ms']:.2f}x")
+    if report.evaluation:
+        e = report.evaluation
+        before, after = e.results["before"], e.results["after"]
+        metrics = [("map", f"mAP % ({e.headline}, {e.split})")]
+        metrics += [(key, label) for key, label in (("map_voc07", "mAP % VOC07 11-pt"), ("map_area", "mAP % area"))
+                    if key != f"map_{e.headline}"]
+        for key, label in metrics:
+            b, a = getattr(before, key), getattr(after, key)
+            delta = "" if math.isnan(a - b) else f"{100 * (a - b):+.1f} points"
+            summary.add_row(label, pct(b), pct(a), delta)
+    parts = [layers, summary]
+    if report.timing:
+        t = report.timing
+        parts.append(f"[dim]timed: {t['timed']}; {t['warmup']} warm-up run(s) first[/dim]")
+    if report.evaluation:
+        parts.append(f"[dim]{escape(report.evaluation.protocol)}[/dim]")
+    return Group(*parts)

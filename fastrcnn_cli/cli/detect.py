@@ -7,17 +7,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
-from fastrcnn_cli.cli.propose import PROPOSER_HELP, Proposer
+from fastrcnn_cli.cli.options import (
+    PROPOSALS_PANEL,
+    ProposalCacheOption,
+    ProposalMaxSideOption,
+    ProposalMinSizeOption,
+    ProposalModeOption,
+    ProposalTopOption,
+    ProposerOption,
+    ThreadsOption,
+)
+from fastrcnn_cli.console import err, print_json
+from fastrcnn_cli.errors import FastRCNNError, InputError, OutputError
+from fastrcnn_cli.outputs import check_output_file, probe_writable, same_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastrcnn_cli.detect import Detector
-    from fastrcnn_cli.evaluation import Detections
+    from fastrcnn_cli.detections import Detections
     from fastrcnn_cli.results import ImageOutcome
 
-_OUT, _MODEL, _PROPOSALS = "Output", "Model and thresholds", "Proposals"
+_OUT, _MODEL = "Output", "Model and thresholds"
 
 
 @command(
@@ -80,7 +93,7 @@ def detect(
         int | None, typer.Option("--max-size", parser=ranges.PIXELS, help="Longer side cap (default: the checkpoint's).", rich_help_panel=_MODEL)
     ] = None,
     device: DeviceOption = "auto",
-    threads: Annotated[int | None, typer.Option(parser=ranges.THREADS, help="CPU threads for torch (default: all cores).", rich_help_panel=_MODEL)] = None,
+    threads: ThreadsOption = None,
     proposals: Annotated[
         Path | None,
         typer.Option(
@@ -88,17 +101,15 @@ def detect(
             help="Use these proposals instead of Selective Search: a .mat ('boxes', x1 y1 x2 y2, 0-based, as the "
             "original's demo files) or .npy file for one image; a proposal cache folder of `fastrcnn propose` "
             "(images found by file stem = image id); or a folder of <stem>_boxes.mat / <stem>.mat / <stem>.npy files.",
-            rich_help_panel=_PROPOSALS,
+            rich_help_panel=PROPOSALS_PANEL,
         ),
     ] = None,
-    proposal_top: Annotated[
-        int | None,
-        typer.Option("--proposal-top", parser=ranges.count(1, 100_000), help="Selective Search boxes kept per image (default: as in training).", rich_help_panel=_PROPOSALS),
-    ] = None,
-    proposer: Annotated[
-        Proposer | None,
-        typer.Option("--proposer", help=PROPOSER_HELP + " Default: as in training.", show_default=False, rich_help_panel=_PROPOSALS),
-    ] = None,
+    proposal_mode: ProposalModeOption = None,
+    proposal_max_side: ProposalMaxSideOption = None,
+    proposal_top: ProposalTopOption = None,
+    proposal_min_size: ProposalMinSizeOption = None,
+    proposer: ProposerOption = None,
+    proposal_cache: ProposalCacheOption = None,
 ) -> None:
     """Detect objects in images with a trained Fast R-CNN model (default: the model shipped in weights/).
 
@@ -107,6 +118,9 @@ def detect(
     A line per image on stderr gives the count and the time of each stage (proposals, network,
     post-processing). Results go to stdout with --json; boxes are x1,y1,x2,y2 in original pixels, 0-based,
     inclusive (COCO bbox width = x2 - x1 + 1).
+
+    The proposal options set Selective Search (default: the checkpoint's settings); --proposal-cache CACHE
+    reads each image's boxes from a `fastrcnn propose` cache instead (as --proposals CACHE).
 
     Exit code 1 when an input cannot be used: a missing file or a weights file that is not a checkpoint stops
     before any work; an unreadable image among several is reported and skipped, the others are processed and
@@ -119,13 +133,9 @@ def detect(
 
     import torch
 
-    from fastrcnn_cli.console import err, print_json
     from fastrcnn_cli.data.voc import parse_classes_option
-    from fastrcnn_cli.detect import DetectSettings, Detector, proposal_settings_from_meta
     from fastrcnn_cli.devices import describe_device, resolve_device
-    from fastrcnn_cli.errors import FastRCNNError, InputError
-    from fastrcnn_cli.model.checkpoint import resolve_weights
-    from fastrcnn_cli.onnx_backend import load_network
+    from fastrcnn_cli.pipeline import ProposalOverrides, load_detector
     from fastrcnn_cli.results import build_document, expand_sources, plan_outputs
 
     t_start = time.perf_counter()
@@ -140,6 +150,10 @@ def detect(
         raise typer.BadParameter("give at least one image, folder or glob (or --example)", param_hint="SOURCES")
     srcs = expand_sources(sources)
     outputs = plan_outputs(srcs, out)
+    if proposal_cache is not None:  # a `fastrcnn propose` cache: its entries, by image id (the file stem)
+        if proposals is not None:
+            raise InputError("--proposals and --proposal-cache both say where the proposals are; give one")
+        proposals = proposal_cache
     if proposals is not None:
         if not proposals.exists():
             raise InputError("no such proposal file or folder", proposals)
@@ -155,34 +169,32 @@ def detect(
     dev = resolve_device(device)
     keep_classes = parse_classes_option(classes)
 
-    weights = resolve_weights(weights)
-    model, meta = load_network(weights, dev)  # a checkpoint (PyTorch) or an exported .onnx (ONNX Runtime)
-    settings = DetectSettings.for_checkpoint(
-        meta, scale, max_size, score_threshold=conf, nms=nms, max_detections=max_det, classes=keep_classes
-    )
-    proposal_settings = (
-        proposal_settings_from_meta(meta, proposal_top, proposer.value if proposer else None) if proposals is None else None
-    )
-    detector = Detector(model, settings, dev, proposal_settings)
+    loaded = load_detector(
+        weights, dev, scales=scale, max_size=max_size, score_threshold=conf, nms=nms, max_detections=max_det,
+        classes=keep_classes,
+        proposals=ProposalOverrides(proposal_mode, proposal_max_side, proposal_top, proposal_min_size, proposer),
+    )  # fmt: skip
+    settings, classes_ = loaded.detect_settings, loaded.classes
+    proposal_settings = loaded.proposal_settings if proposals is None else None
     load_time = time.perf_counter() - t_start
     err.print(
-        f"model {weights} ({len(meta.classes)} classes: {', '.join(meta.classes)}) on {describe_device(dev)}"
-        + (f" with {model.runtime}, " if detector.backend is not None else ", ")
+        f"model {loaded.weights_path} ({len(classes_)} classes: {', '.join(classes_)}) on {describe_device(dev)}"
+        + (f" with {loaded.runtime}, " if loaded.runtime else ", ")
         + f"loaded in {load_time:.2f} s; scale {'/'.join(str(s) for s in settings.scales)}, max size {settings.max_size}, "
         f"conf {conf:g}, NMS {nms:g}; proposals: "
-        + (f"from {proposals}" if proposals is not None else f"Selective Search ({proposal_settings.describe()})"),  # type: ignore[union-attr]
+        + (f"from {proposals}" if proposal_settings is None else f"Selective Search ({proposal_settings.describe()})"),
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
 
-    outcomes = _run(detector, srcs.images, outputs, proposals, meta.classes)
+    outcomes = _run(loaded.detector, srcs.images, outputs, proposals, classes_)
 
     document = build_document(
         outcomes,
-        meta.classes,
-        weights=weights,
-        settings={**settings.to_dict(), "proposals": None if proposal_settings is None else proposal_settings.to_dict(),  # type: ignore[attr-defined]
+        classes_,
+        weights=loaded.weights_path,
+        settings={**settings.to_dict(), "proposals": None if proposal_settings is None else proposal_settings.to_dict(),
                   "proposal_source": None if proposals is None else str(proposals)},
         device=str(dev),
     )
@@ -200,7 +212,7 @@ def detect(
 
     done = [o for o in outcomes if o.error is None]
     failed = [o for o in outcomes if o.error is not None]
-    sums = {k: sum((o.times or {}).get(k, 0.0) for o in done) for k in ("proposals", "network", "postprocess")}
+    sums = {k: sum((o.times or {}).get(f"{k}_s", 0.0) for o in done) for k in ("proposals", "network", "postprocess")}
     n_det = sum(len(o.detections) for o in done)
     from fastrcnn_cli import entry
 
@@ -227,7 +239,6 @@ def _check_outputs(
     """Before any work: no output overwrites an input (images, weights, proposals) or another output, and
     every output folder accepts files."""
     from fastrcnn_cli.model.checkpoint import default_weights_path
-    from fastrcnn_cli.outputs import check_output_file, probe_writable, same_file
 
     inputs = [*images, *(o for o in others if o is not None), default_weights_path()]
     for folder in dict.fromkeys(o.parent for o in outputs if o is not None):
@@ -238,8 +249,6 @@ def _check_outputs(
     if save_coco is not None:
         check_output_file(save_coco, "--save-coco", [*inputs, *drawn])
         if save_json is not None and same_file(save_json, save_coco):
-            from fastrcnn_cli.errors import OutputError
-
             raise OutputError("--save-coco and --save-json name the same file", save_coco)
 
 
@@ -248,7 +257,6 @@ def _read(path: Path):
     so that one odd file is skipped instead of ending the whole batch."""
     import cv2
 
-    from fastrcnn_cli.errors import InputError
     from fastrcnn_cli.io import read_image
 
     try:
@@ -265,11 +273,7 @@ def _run(
     """Detect, draw and report each image; an unusable image is reported and skipped."""
     import time
 
-    from rich.markup import escape
-
-    from fastrcnn_cli.console import err
     from fastrcnn_cli.detect import load_image_proposals
-    from fastrcnn_cli.errors import InputError
     from fastrcnn_cli.io import write_image
     from fastrcnn_cli.results import ImageOutcome
     from fastrcnn_cli.visualize import draw_detections
@@ -304,7 +308,7 @@ def _run(
             err.print(f"{escape(prefix)}: [bold red]skipped:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
             continue
         t = result.times
-        times = {"proposals": t.proposals, "network": t.network, "postprocess": t.postprocess, "total": t.total}
+        times = {"proposals_s": t.proposals, "network_s": t.network, "postprocess_s": t.postprocess, "total_s": t.total}
         outcomes.append(
             ImageOutcome(path, output, det, result.image_size, result.num_proposals, times)
         )

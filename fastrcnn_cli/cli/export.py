@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from fastrcnn_cli.cli.app import JsonOption, command, examples
+from fastrcnn_cli.console import err, print_json
+from fastrcnn_cli.outputs import check_output_file
 
 
 @command(
@@ -51,9 +53,7 @@ def export(
 
     Exit code 2 when the output's extension does not fit the format, 1 when the input is not a fastrcnn checkpoint.
     """
-    from fastrcnn_cli.console import err, print_json
     from fastrcnn_cli.export import export_model
-    from fastrcnn_cli.outputs import check_output_file
 
     check_output_file(dst, "OUTPUT", [src])  # never over the input, and writable, before the export runs
     report = export_model(src, dst, format_, half=half)

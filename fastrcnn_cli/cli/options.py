@@ -4,7 +4,8 @@ The proposal settings are the same five on every command that makes or uses prop
 ``train``, ``evaluate``, ``detect``, ``benchmark``), so a proposal cache made with any of them is usable
 downstream. Their defaults are ``None``: "the base settings" -- the checkpoint's recorded settings for commands
 that load a model, :class:`~fastrcnn_cli.proposals.ProposalSettings`'s defaults otherwise --
-and :func:`proposal_settings` lays what the user gave over that base.
+and :func:`proposal_settings` lays what the user gave over that base. ``--data-format``
+(:data:`DataFormatOption`, :func:`data_format`) is the data set's format on every command that reads one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated
 import typer
 
 from fastrcnn_cli.cli import ranges
-from fastrcnn_cli.proposals import ProposalSettings
+from fastrcnn_cli.proposal_settings import ProposalSettings  # light: no NumPy at start-up
 
 PROPOSALS_PANEL = "Proposals"
 
@@ -95,6 +96,29 @@ ThreadsOption = Annotated[
     int | None,
     typer.Option("--threads", parser=ranges.THREADS, show_default=False, help="CPU threads for torch (default: all cores)."),
 ]
+
+
+class DataFormat(str, Enum):
+    auto = "auto"
+    voc = "voc"
+    coco = "coco"
+    yolo = "yolo"
+
+
+DataFormatOption = Annotated[
+    DataFormat,
+    typer.Option(
+        "--data-format",
+        help="The data set's format: auto (detected from the folder: VOC, else COCO, else YOLO), voc, coco or yolo.",
+    ),
+]
+
+
+def data_format(value: DataFormat | str | None) -> str | None:
+    """``--data-format`` as the data layer takes it (:func:`fastrcnn_cli.data.formats.load_dataset`'s ``format``):
+    None for auto (detected), else the format's name."""
+    text = value.value if isinstance(value, Enum) else value
+    return None if text in (None, DataFormat.auto.value) else str(text)
 
 
 def split_option(help: str) -> object:

@@ -5,35 +5,36 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import ClassesOption, JsonOption, StrictOption, command, examples
-
-
-class Mode(str, Enum):
-    fast = "fast"
-    quality = "quality"
-
-
-class Proposer(str, Enum):
-    opencv = "opencv"
-    native = "native"
-
-
-PROPOSER_HELP = (
-    "Whose Selective Search: opencv (OpenCV's, the reference) or native (ours: the same algorithm in the C++ "
-    "extension, several times faster, uses every core on one image)."
+from fastrcnn_cli.cli.options import (
+    DataFormat,
+    DataFormatOption,
+    ProposalCacheOption,
+    ProposalMaxSideOption,
+    ProposalMinSizeOption,
+    ProposalModeOption,
+    ProposalTopOption,
+    ProposerOption,
+    ThreadsOption,
+    WorkersOption,
+    data_format as format_name,
+    proposal_settings,
+    split_option,
 )
-ProposerOption = Annotated[Proposer, typer.Option("--proposer", help=PROPOSER_HELP)]
-#: for commands that load a checkpoint: default, the proposer the model was trained with
-CheckpointProposerOption = Annotated[
-    Proposer | None,
-    typer.Option("--proposer", help=PROPOSER_HELP + " Default: the one the checkpoint records (opencv if none).",
-                 show_default=False),
-]
+from fastrcnn_cli.errors import DatasetError, FastRCNNError, InputError
+from fastrcnn_cli.proposal_settings import ProposalSettings
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.table import Table
+
+    from fastrcnn_cli.data.records import ImageRecord
+    from fastrcnn_cli.proposals.recall import RecallReport
 
 
 class MatLayout(str, Enum):
@@ -46,34 +47,13 @@ Inputs = Annotated[
     list[Path] | None,
     typer.Argument(
         metavar="IMAGE... | DATA | CACHE...",
-        help="Image files; or one VOC-format data set folder; or, with --merge, the cache folders to merge.",
+        help="Image files; or one data set folder (VOC, COCO or YOLO); or, with --merge, the cache folders to merge.",
         show_default=False,
     ),
 ]
 Split = Annotated[
-    str,
-    typer.Option(
-        "--split", "-s", help="Data set split (a file in ImageSets/Main/); several, comma-separated: their union."
-    ),
-]
-ModeOption = Annotated[
-    Mode,
-    typer.Option("--mode", help="Selective Search mode: fast (the paper's) or quality (about 3x slower, more boxes)."),
-]
-MaxSide = Annotated[
-    int,
-    typer.Option(
-        "--max-side", parser=ranges.count(16, 100_000),
-        help="Search a copy whose longer side is at most this; boxes are mapped back to original pixels.",
-    ),
-]
-Top = Annotated[int, typer.Option("--top", parser=ranges.count(1, 100_000), help="Keep at most this many boxes per image, in OpenCV's order.")]
-MinSize = Annotated[
-    int,
-    typer.Option(
-        "--min-size", parser=ranges.count(0, 100_000),
-        help="Drop boxes narrower or shorter than this (original pixels; never more than the image).",
-    ),
+    str, split_option("Data set split (VOC: a file in ImageSets/Main/; COCO: a JSON file; YOLO: a folder or list); "
+                      "several, comma-separated: their union.")
 ]
 Out = Annotated[
     Path | None,
@@ -82,21 +62,6 @@ Out = Annotated[
     ),
 ]
 Draw = Annotated[int, typer.Option("--draw", parser=ranges.count(0, 100_000), help="How many boxes --out draws.")]
-Workers = Annotated[
-    int | None,
-    typer.Option(
-        "--workers", "-j", parser=ranges.WORKERS, envvar="FASTRCNN_WORKERS", show_default=False,
-        help="Data set: worker processes (default: all cores).",
-    ),
-]
-Cache = Annotated[
-    Path | None,
-    typer.Option(
-        "--cache", show_default=False,
-        help="Data set: the proposal cache folder (default: under $FASTRCNN_CACHE_DIR or "
-        "~/.cache/fastrcnn/proposals/). With --merge: the output.",
-    ),
-]
 Shard = Annotated[
     str | None,
     typer.Option(
@@ -104,7 +69,9 @@ Shard = Annotated[
         help="Data set: process only shard I of N (1-based, every N-th image); merge the shards' caches with --merge.",
     ),
 ]
-Merge = Annotated[bool, typer.Option("--merge", help="Merge the cache folders given as arguments into --cache.")]
+Merge = Annotated[
+    bool, typer.Option("--merge", help="Merge the cache folders given as arguments into --proposal-cache.")
+]
 Recall = Annotated[
     bool,
     typer.Option("--recall", help="Data set: recall at IoU 0.5 / 0.7 and MABO against the ground truth, per class."),
@@ -137,8 +104,8 @@ MatLayoutOption = Annotated[
         "fastrcnn propose ../shared/datasets/raccoon --split test --recall",
         "fastrcnn propose ../shared/datasets/raccoon --split trainval,test --workers 2",
         "fastrcnn propose ../shared/datasets/raccoon --split test --proposer native --recall",
-        "fastrcnn propose VOC2007/ --split trainval --shard 1/4 --cache props-1/",
-        "fastrcnn propose --merge props-1/ props-2/ props-3/ props-4/ --cache props/",
+        "fastrcnn propose VOC2007/ --split trainval --shard 1/4 --proposal-cache props-1/",
+        "fastrcnn propose --merge props-1/ props-2/ props-3/ props-4/ --proposal-cache props/",
         "fastrcnn propose VOC2007/ --split test --import-mat selective_search_data/voc_2007_test.mat --recall",
         "fastrcnn propose 000004.jpg --import-mat 000004_boxes.mat --out imported.png",
     ),
@@ -146,15 +113,16 @@ MatLayoutOption = Annotated[
 def propose(
     inputs: Inputs = None,
     split: Split = "trainval",
-    mode: ModeOption = Mode.fast,
-    max_side: MaxSide = 500,
-    top: Top = 2000,
-    min_size: MinSize = 20,
-    proposer: ProposerOption = Proposer.opencv,
+    mode: ProposalModeOption = None,
+    max_side: ProposalMaxSideOption = None,
+    top: ProposalTopOption = None,
+    min_size: ProposalMinSizeOption = None,
+    proposer: ProposerOption = None,
     out: Out = None,
     draw: Draw = 100,
-    workers: Workers = None,
-    cache: Cache = None,
+    workers: WorkersOption = None,
+    threads: ThreadsOption = None,
+    cache: ProposalCacheOption = None,
     shard: Shard = None,
     merge: Merge = False,
     recall: Recall = False,
@@ -162,56 +130,68 @@ def propose(
     mat_layout: MatLayoutOption = MatLayout.auto,
     classes: ClassesOption = None,
     strict: StrictOption = False,
+    data_format: DataFormatOption = DataFormat.auto,
     json_: JsonOption = False,
 ) -> None:
     """Compute Selective Search proposals for images or a data set split.
 
-    [bold]Images[/bold]: prints the timing on stderr; --out draws the first --draw boxes; --json prints every box.
+    [bold]Images[/bold]: prints the timing on stderr; --out draws the first --draw boxes; --json prints every box. --threads: the threads one image's Selective Search uses.
 
-    [bold]Data set[/bold]: computes the proposals of every image of --split in parallel worker processes and stores them in a proposal cache that train, evaluate and detect reuse. The cache records how it was made and refuses other settings; an interrupted run resumes where it stopped; a second run does no work. Images that cannot be read are listed at the end and skipped (with --strict: exit code 3).
+    [bold]Data set[/bold]: computes the proposals of every image of --split in --workers parallel processes (one thread each) and stores them in a proposal cache that train, evaluate and detect reuse. The cache records how it was made and refuses other settings; an interrupted run resumes where it stopped; a second run does no work. Images that cannot be read are listed at the end and skipped (with --strict: exit code 3). With --merge, --proposal-cache is the merged cache written.
 
     Boxes are x1 y1 x2 y2, 0-based inclusive pixels of the original image.
     """
-    from fastrcnn_cli.proposals.selective_search import ProposalSettings
-
     if merge:
         _merge(inputs or [], cache, json_)
         return
     if not inputs:
         raise typer.BadParameter("give image files or a data set folder (see --help)", param_hint="IMAGE... | DATA")
-    settings = ProposalSettings(mode=mode.value, max_side=max_side, top=top, min_size=min_size, proposer=proposer.value)
+    settings = proposal_settings(ProposalSettings(), mode, max_side, top, min_size, proposer)
     if len(inputs) == 1 and inputs[0].is_dir():
         _dataset(inputs[0], split, settings, workers, cache, shard, recall, import_mat, mat_layout.value,
-                 classes, strict, json_)
+                 classes, strict, json_, format_name(data_format))
         return
     folders = [str(p) for p in inputs if p.is_dir()]
     if folders:
         raise typer.BadParameter(
             f"{', '.join(folders)}: give either image files or one data set folder", param_hint="IMAGE... | DATA"
         )
-    for name, value in (("--recall", recall), ("--shard", shard), ("--cache", cache)):
+    for name, value in (("--recall", recall), ("--shard", shard), ("--proposal-cache", cache)):
         if value:
             raise typer.BadParameter(f"{name} needs a data set folder, not image files", param_hint=name)
+    if threads is not None:
+        _set_threads(threads, settings)
     _images(inputs, settings, out, draw, import_mat, mat_layout.value, json_)
+
+
+def _set_threads(threads: int, settings: ProposalSettings) -> None:
+    """One image's Selective Search on ``threads`` threads: OpenCV's helper filters, and the native proposer's
+    groupings (torch's intra-op threads)."""
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if settings.proposer == "native":
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------------------
 
 
 def _images(
-    paths: list[Path], settings: Any, out: Path | None, draw: int, import_mat: Path | None, layout: str, json_: bool
+    paths: list[Path], settings: ProposalSettings, out: Path | None, draw: int, import_mat: Path | None, layout: str,
+    json_: bool,
 ) -> None:
     import cv2
     from rich.markup import escape
 
     from fastrcnn_cli.console import err, print_json
-    from fastrcnn_cli.errors import FastRCNNError, InputError
-    from fastrcnn_cli.io import write_image
+    from fastrcnn_cli.io import image_size, write_image
+    from fastrcnn_cli.outputs import check_output_file, check_output_folder
     from fastrcnn_cli.proposals.cache import BOX_CONVENTION
     from fastrcnn_cli.proposals.matlab import load_proposal_file
     from fastrcnn_cli.proposals.selective_search import Timing, opencv_version, proposals_for_file, scaled_size
-
-    from fastrcnn_cli.outputs import check_output_file, check_output_folder
 
     if import_mat is not None and len(paths) > 1 and not import_mat.is_dir():
         raise InputError("with several images, --import-mat must be a folder of <id>_boxes.mat files", import_mat)
@@ -234,8 +214,6 @@ def _images(
             timing = Timing()
             t0 = time.perf_counter()
             if import_mat is not None:
-                from fastrcnn_cli.io import image_size
-
                 size = image_size(path)
                 mat = import_mat
                 if import_mat.is_dir():
@@ -301,12 +279,12 @@ def _drawing_target(out: Path, image: Path, count: int) -> Path:
 
 
 def _dataset(
-    data: Path, split: str, settings: Any, workers: int | None, cache: Path | None, shard: str | None,
+    data: Path, split: str, settings: ProposalSettings, workers: int | None, cache: Path | None, shard: str | None,
     recall: bool, import_mat: Path | None, layout: str, classes: str | None, strict: bool, json_: bool,
+    fmt: str | None = None,
 ) -> None:
     from fastrcnn_cli.console import err, print_json, warn
     from fastrcnn_cli.data.voc import load_dataset, parse_classes_option, read_split_ids
-    from fastrcnn_cli.errors import DatasetError, FastRCNNError, InputError
     from fastrcnn_cli.proposals.cache import (
         default_cache_dir,
         imported_cache_dir,
@@ -328,11 +306,16 @@ def _dataset(
             "a per-data-set .mat file belongs to one split; give one --split", param_hint="--split"
         )
     class_names = parse_classes_option(classes)
-    datasets = [load_dataset(data, s, class_names, strict=strict) for s in splits]
+    datasets = [load_dataset(data, s, class_names, strict=strict, format=fmt) for s in splits]
     dataset = datasets[0]
-    records, skipped, seen = [], [], set()
+    records: list[ImageRecord] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
     for ds in datasets:  # several splits: their union, in order, each image once
-        records += [r for r in ds.records if not (r.id in seen or seen.add(r.id))]
+        for record in ds.records:
+            if record.id not in seen:
+                seen.add(record.id)
+                records.append(record)
         skipped += [i for i in (getattr(ds.report, "skipped_ids", None) or []) if i not in skipped]
     total = len(records)
     if shard_spec is not None:
@@ -346,7 +329,7 @@ def _dataset(
 
         cache_dir = cache or imported_cache_dir(dataset.root, import_mat)
         imported, cache_dir = do_import(
-            import_mat, records, cache_dir, split_ids=read_split_ids(dataset.root, split), layout=layout,
+            import_mat, records, cache_dir, split_ids=read_split_ids(dataset.root, split, fmt), layout=layout,
             dataset_root=dataset.root,
         )
         proposals = imported.boxes
@@ -360,7 +343,7 @@ def _dataset(
         )
         payload.update(cache=str(cache_dir), source=str(import_mat), layout=imported.layout,
                        matched_by=imported.matched_by, images=len(records), imported=len(proposals),
-                       problems=imported.problems)
+                       extra_entries=imported.extra_entries, problems=imported.problems)
     else:
         cache_dir = cache or default_cache_dir(dataset.root, settings)
         run = run_proposals(records, settings, cache_dir, workers, dataset_root=dataset.root)
@@ -386,7 +369,7 @@ def _dataset(
         from fastrcnn_cli.proposals.recall import proposal_recall
 
         report = proposal_recall(records, proposals, dataset.classes)
-        err.print(report.table())
+        err.print(_recall_table(report))
         err.print(report.summary(), highlight=False)
         payload["recall"] = report.to_dict()
     if json_:
@@ -403,7 +386,9 @@ def _merge(sources: list[Path], out: Path | None, json_: bool) -> None:
     from fastrcnn_cli.proposals.cache import merge_caches
 
     if out is None:
-        raise typer.BadParameter("--merge writes into --cache OUT; give --cache", param_hint="--cache")
+        raise typer.BadParameter(
+            "--merge writes into --proposal-cache OUT; give --proposal-cache", param_hint="--proposal-cache"
+        )
     summary = merge_caches(sources, out)
     err.print(
         f"merged {len(sources)} caches into {summary.out}: {summary.copied} images copied, "
@@ -418,7 +403,7 @@ def _merge(sources: list[Path], out: Path | None, json_: bool) -> None:
 MAX_DRAWING_SIDE = 4096
 
 
-def _drawing(path: Path, boxes: Any, count: int) -> Any:
+def _drawing(path: Path, boxes: np.ndarray, count: int) -> np.ndarray:
     """The image with the first ``count`` boxes; huge images are drawn on a downscaled copy (said on stderr)."""
     import cv2
 
@@ -436,3 +421,33 @@ def _drawing(path: Path, boxes: Any, count: int) -> Any:
         boxes = (boxes + 0.5) * f - 0.5  # pixel centres, for display only
     return draw_proposals(image, boxes, count)
 
+
+def _recall_table(report: RecallReport) -> Table:
+    """``--recall``'s table: recall at each IoU threshold and ABO per class, then all classes and MABO."""
+    from rich.table import Table
+
+    from fastrcnn_cli.proposals.recall import fmt
+
+    table = Table(
+        title=f"Proposal recall: {report.num_images} images, {report.mean_proposals:.0f} proposals/image",
+        caption=(
+            f"difficult boxes excluded ({report.difficult_excluded}); "
+            "ABO = average best overlap, MABO = mean of the classes' ABO"
+            + (f"; {len(report.missing_images)} images had no proposals" if report.missing_images else "")
+        ),
+    )
+    table.add_column("class")
+    table.add_column("boxes", justify="right")
+    for t in report.thresholds:
+        table.add_column(f"recall@{t:g}", justify="right")
+    table.add_column("ABO", justify="right")
+    for c in report.per_class:
+        table.add_row(c.name, str(c.num_boxes), *(fmt(c.recall[t]) for t in report.thresholds), fmt(c.abo))
+    o = report.overall
+    table.add_section()
+    table.add_row(
+        "[bold]all[/bold]", str(o.num_boxes), *(f"[bold]{fmt(o.recall[t])}[/bold]" for t in report.thresholds),
+        f"[bold]{fmt(o.abo)}[/bold]",
+    )
+    table.add_row("MABO", "", *("" for _ in report.thresholds), f"[bold]{fmt(report.mabo)}[/bold]")
+    return table

@@ -56,7 +56,7 @@ def hold_out(
         return list(records), []
     images_with: list[list[ImageRecord]] = [[] for _ in range(num_classes)]
     for r in ordered:
-        for c in set(int(label) for label in r.labels):
+        for c in {int(label) for label in r.labels}:
             images_with[c].append(r)
     chosen: dict[str, ImageRecord] = {}
     for c in sorted(range(num_classes), key=lambda c: len(images_with[c])):

@@ -1,9 +1,14 @@
 """Validating a data set split before any long job, reporting every problem at once with its file.
 
-Checked for each image id of the split: duplicate ids, the annotation file (present, well-formed XML), the
-image file (present, readable), the size written in the XML against the image's real size, every box
-(inside the image, x2 > x1 and y2 > y1 in VOC's pixels) and every class name (known). An empty split is a
-problem too. An item with any problem is skipped as a whole (its boxes cannot be trusted).
+One report (:class:`ValidationReport`, problem kinds in :data:`KINDS`) for every format. For a VOC split (this
+module) each image id is checked for: duplicate ids, the annotation file (present, well-formed XML), the image
+file (present, readable), the size written in the XML against the image's real size, every box (inside the
+image, x2 > x1 and y2 > y1 in VOC's pixels) and every class name (known). COCO
+(:mod:`fastrcnn_cli.data.coco`) and YOLO (:mod:`fastrcnn_cli.data.yolo`) splits get the same checks in their
+terms (bad JSON or label lines, unknown category ids, boxes outside the image, empty boxes, missing and
+unreadable images) through :func:`box_problem` and :func:`image_size`. An empty split is a problem too. An
+item with any problem is skipped as a whole (its boxes cannot be trusted); ``strict`` loading raises instead
+(:func:`fastrcnn_cli.data.formats.load_dataset`).
 """
 
 from __future__ import annotations
@@ -14,13 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastrcnn_cli.data.voc import (
-    Annotation,
-    ImageRecord,
-    find_image,
-    parse_annotation,
-    read_split_ids,
-)
+from fastrcnn_cli.data.records import ImageRecord
+from fastrcnn_cli.data.voc import Annotation, find_image, parse_annotation, voc_split_ids
 from fastrcnn_cli.errors import InputError
 
 
@@ -42,13 +42,21 @@ KINDS = {
     "duplicate-id": "duplicate image id",
     "missing-annotation": "missing annotation",
     "malformed-xml": "malformed XML",
+    "malformed-json": "malformed JSON",
+    "malformed-label": "malformed label line",
     "missing-image": "missing image",
     "unreadable-image": "unreadable image",
-    "size-mismatch": "size in XML differs from image",
+    "size-mismatch": "size in the annotations differs from the image",
     "box-outside-image": "box outside the image",
-    "degenerate-box": "box with x2 <= x1 or y2 <= y1",
+    "degenerate-box": "box with no area (x2 <= x1 or y2 <= y1)",
     "unknown-class": "unknown class",
+    "unknown-category": "unknown category id",
+    "orphan-annotation": "annotation of an image not in the file",
 }
+
+#: how far (pixels) a box of a float format (COCO, YOLO) may reach past the image's edge and still count as
+#: inside it (then clipped): the rounding of the numbers written, never a real error
+EDGE_TOLERANCE = 0.01
 
 
 @dataclass
@@ -70,10 +78,9 @@ class ValidationReport:
         if not self.problems:
             return f"split {self.split!r}: {self.num_ids} images, no problems"
         kinds = ", ".join(f"{n} {KINDS.get(k, k)}" for k, n in sorted(self.counts().items()))
-        return (
-            f"split {self.split!r}: {len(self.problems)} problem(s) in {len({p.image_id for p in self.problems})} of "
-            f"{self.num_ids} image(s): {kinds}"
-        )
+        images = {p.image_id for p in self.problems if p.image_id}  # "": a problem of the split's file itself
+        where = f" in {len(images)} of {self.num_ids} image(s)" if images else ""
+        return f"split {self.split!r}: {len(self.problems)} problem(s){where}: {kinds}"
 
     def table(self, limit: int | None = 50):
         from rich.table import Table
@@ -115,11 +122,46 @@ class ValidationReport:
         }
 
 
-def _rel(root: Path, path: Path) -> str:
+def shown_path(root: Path, path: Path) -> str:
+    """``path`` as reports show it: relative to the data set's parent folder when inside it."""
     try:
         return str(path.relative_to(root.parent))
     except ValueError:
         return str(path)
+
+
+_rel = shown_path
+
+
+def box_problem(
+    box: tuple[float, float, float, float], width: int | None, height: int | None, tolerance: float = 0.0
+) -> tuple[str, str] | None:
+    """(kind, detail) of what is wrong with a box in our convention, or None: not finite or no area
+    (``degenerate-box``), or reaching past the ``width`` x ``height`` image by more than ``tolerance`` pixels
+    (``box-outside-image``; sizes None: not checked)."""
+    x1, y1, x2, y2 = box
+    if not all(np.isfinite(v) for v in box):
+        return "degenerate-box", "a coordinate is not a finite number"
+    if x2 <= x1 or y2 <= y1:
+        return "degenerate-box", f"no area: x2 <= x1 or y2 <= y1 (width {x2 - x1 + 1:g}, height {y2 - y1 + 1:g} px)"
+    if width is not None and height is not None and (
+        x1 < -tolerance or y1 < -tolerance or x2 > width - 1 + tolerance or y2 > height - 1 + tolerance
+    ):
+        return "box-outside-image", f"outside the {width}x{height} image"
+    return None
+
+
+def clip_to_image(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
+    """A box that passed :func:`box_problem` with a tolerance, clipped to (0, 0, W - 1, H - 1)."""
+    x1, y1, x2, y2 = box
+    return (min(max(x1, 0.0), width - 1.0), min(max(y1, 0.0), height - 1.0),
+            min(max(x2, 0.0), width - 1.0), min(max(y2, 0.0), height - 1.0))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the upright image (EXIF orientation applied) from its header, after checking that
+    the file decodes. Raises InputError naming the file."""
+    return _image_size(path)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -179,12 +221,16 @@ def check_item(
         if width is None or height is None:
             problems.append(Problem(_rel(root, xml_path), image_id, "malformed-xml", "no <size> and images not checked"))
     xml_rel = _rel(root, xml_path)
-    if width is not None and annotation.width is not None and annotation.height is not None:
-        if (annotation.width, annotation.height) != (width, height):
-            problems.append(
-                Problem(xml_rel, image_id, "size-mismatch",
-                        f"<size> says {annotation.width}x{annotation.height}, the image is {width}x{height}")
-            )
+    if (
+        width is not None
+        and annotation.width is not None
+        and annotation.height is not None
+        and (annotation.width, annotation.height) != (width, height)
+    ):
+        problems.append(
+            Problem(xml_rel, image_id, "size-mismatch",
+                    f"<size> says {annotation.width}x{annotation.height}, the image is {width}x{height}")
+        )
     boxes, labels, difficult = [], [], []
     for i, obj in enumerate(annotation.objects, start=1):
         where = f"object {i} '{obj.name}' ({', '.join(obj.raw)})"
@@ -218,7 +264,7 @@ def validate_split(
     root: Path, split: str, classes: tuple[str, ...], check_images: bool = True
 ) -> tuple[list[ImageRecord], ValidationReport]:
     """Check every item of a split; return the good records (in split order) and the full report."""
-    ids = read_split_ids(root, split)
+    ids = voc_split_ids(root, split)
     report = ValidationReport(root=root, split=split, num_ids=len(ids))
     split_file = _rel(root, root / "ImageSets" / "Main" / f"{split}.txt")
     if not ids:

@@ -16,7 +16,13 @@ Classes, in order of precedence: given explicitly (``--classes a,b,c`` or a file
 a ``classes.txt`` at the data set's root; the 20 PASCAL VOC classes in their standard order when the folder
 is a VOC release (``VOC2007``, ``VOC2012``, ...); otherwise every class name found in ``Annotations/``,
 sorted. Index 0 of a model's outputs is always the background; ``labels`` here are 0-based indices into
-``classes`` (so a model's class ``k + 1`` is ``classes[k]``).
+``classes`` (so a model's class ``k + 1`` is ``classes[k]``). An annotation without ``<object>`` is a negative
+image (background only), kept.
+
+The entry points every command uses, :func:`load_dataset`, :func:`resolve_root`, :func:`available_splits` and
+:func:`read_split_ids`, read COCO and YOLO data sets too: they hand over to :mod:`fastrcnn_cli.data.formats`,
+which detects the format of the folder. :class:`VOCDataset` is :class:`fastrcnn_cli.data.records.Dataset`
+(the name predates the other formats).
 """
 
 from __future__ import annotations
@@ -24,12 +30,21 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
-from fastrcnn_cli.boxes import from_voc
+from fastrcnn_cli.boxes import from_voc, to_voc
+from fastrcnn_cli.data.records import (  # noqa: F401 - re-exported: the names every command imports from here
+    CLASSES_FILE,
+    Dataset,
+    ImageRecord,
+    check_class_names,
+    parse_classes_option,
+    read_classes_file,
+)
 from fastrcnn_cli.errors import DatasetError, InputError
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -39,7 +54,6 @@ VOC_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
-CLASSES_FILE = "classes.txt"
 _VOC_RELEASE = re.compile(r"^VOC\d{4}$")
 
 
@@ -64,54 +78,26 @@ class Annotation:
     objects: list[ObjectAnnotation]
 
 
-@dataclass
-class ImageRecord:
-    """One image of a split with its ground truth, in the project's box convention."""
-
-    id: str
-    image_path: Path
-    width: int
-    height: int
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  #: [N, 4] float32
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))  #: [N] into classes
-    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))  #: [N] bool
-
-    @property
-    def num_objects(self) -> int:
-        return int(self.boxes.shape[0])
+#: the data set of any format (the name predates COCO and YOLO)
+VOCDataset = Dataset
 
 
-@dataclass
-class VOCDataset:
-    """A validated split of a VOC-format data set: the usable images and the classes."""
-
-    root: Path
-    split: str
-    classes: tuple[str, ...]
-    records: list[ImageRecord]
-    report: object | None = None  #: the :class:`fastrcnn_cli.data.validate.ValidationReport`
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def ids(self) -> list[str]:
-        return [r.id for r in self.records]
-
-    @property
-    def num_boxes(self) -> int:
-        return sum(r.num_objects for r in self.records)
-
-    @property
-    def is_voc_release(self) -> bool:
-        return bool(_VOC_RELEASE.match(self.root.name))
-
-
-def _is_voc_folder(path: Path) -> bool:
+def is_voc_folder(path: Path) -> bool:
     return (path / "JPEGImages").is_dir() and (path / "Annotations").is_dir() and (path / "ImageSets" / "Main").is_dir()
 
 
-def resolve_root(path: str | Path) -> Path:
+_is_voc_folder = is_voc_folder
+
+
+def resolve_root(path: str | Path, format: str | None = None) -> Path:
+    """The root folder of the data set a user gave, in any format (``format``: "voc", "coco", "yolo" or None
+    to detect it; :func:`fastrcnn_cli.data.formats.locate`). Raises :class:`InputError` naming the path."""
+    from fastrcnn_cli.data.formats import locate
+
+    return locate(path, format)[1]
+
+
+def resolve_voc_root(path: str | Path) -> Path:
     """The folder holding JPEGImages/, Annotations/ and ImageSets/Main/ for a path a user gave."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -124,7 +110,7 @@ def resolve_root(path: str | Path) -> Path:
     if not candidates:
         nested = path / "VOCdevkit"
         if nested.is_dir():
-            return resolve_root(nested)
+            return resolve_voc_root(nested)
         missing = [d for d in ("JPEGImages", "Annotations", "ImageSets/Main") if not (path / d).is_dir()]
         raise InputError(
             "not a PASCAL VOC-format data set: missing " + ", ".join(f"{d}/" for d in missing)
@@ -141,17 +127,31 @@ def resolve_root(path: str | Path) -> Path:
     raise InputError(f"holds several data sets ({names}); give one of them", path)
 
 
-def available_splits(root: Path) -> list[str]:
+def available_splits(root: Path, format: str | None = None) -> list[str]:
+    """The split names of a data set's root folder, in any format (:func:`fastrcnn_cli.data.formats.available_splits`)."""
+    from fastrcnn_cli.data.formats import available_splits as splits
+
+    return splits(root, format)
+
+
+def read_split_ids(root: Path, split: str, format: str | None = None) -> list[str]:
+    """Image ids of a split in file order, in any format (:func:`fastrcnn_cli.data.formats.read_split_ids`)."""
+    from fastrcnn_cli.data.formats import read_split_ids as split_ids
+
+    return split_ids(root, split, format)
+
+
+def voc_available_splits(root: Path) -> list[str]:
     main = root / "ImageSets" / "Main"
     # class-specific lists (aeroplane_train.txt) are not splits
     return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem or p.stem.count("_") == 0)
 
 
-def read_split_ids(root: Path, split: str) -> list[str]:
-    """Image ids of a split, in file order (the first token of each non-empty line)."""
+def voc_split_ids(root: Path, split: str) -> list[str]:
+    """Image ids of a VOC split, in file order (the first token of each non-empty line)."""
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
-        splits = ", ".join(available_splits(root)) or "none"
+        splits = ", ".join(voc_available_splits(root)) or "none"
         raise InputError(f"no split named {split!r} (available: {splits})", path)
     ids = []
     spaced = []
@@ -180,9 +180,9 @@ def find_image(root: Path, image_id: str, filename: str | None = None) -> Path |
         if candidate.is_file():
             return candidate
     if filename:
-        candidate = folder / Path(filename).name
-        if candidate.is_file():
-            return candidate
+        for candidate in (folder / filename, folder / Path(filename).name):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -241,44 +241,40 @@ def parse_annotation(path: Path) -> Annotation:
     )
 
 
-def read_classes_file(path: str | Path) -> tuple[str, ...]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("classes file not found", path)
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
-    if not names:
-        raise InputError("classes file lists no class", path)
-    return _check_class_names(names, str(path))
+def annotation_xml(
+    filename: str, width: int, height: int, names: Sequence[str], boxes: np.ndarray, difficult: Sequence[bool]
+) -> str:
+    """A VOC annotation file: ``boxes`` in our convention, written as VOC's 1-based integers
+    (:func:`fastrcnn_cli.boxes.to_voc`, which rounds). No ``<object>`` for a negative image."""
+    lines = [
+        "<annotation>",
+        "\t<folder>JPEGImages</folder>",
+        f"\t<filename>{escape(filename)}</filename>",
+        f"\t<size><width>{int(width)}</width><height>{int(height)}</height><depth>3</depth></size>",
+        "\t<segmented>0</segmented>",
+    ]
+    for name, box, hard in zip(names, boxes, difficult):
+        xmin, ymin, xmax, ymax = to_voc(box)
+        lines += [
+            "\t<object>",
+            f"\t\t<name>{escape(name)}</name>",
+            "\t\t<pose>Unspecified</pose>",
+            "\t\t<truncated>0</truncated>",
+            f"\t\t<difficult>{int(bool(hard))}</difficult>",
+            f"\t\t<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>",
+            "\t</object>",
+        ]
+    lines.append("</annotation>")
+    return "\n".join(lines) + "\n"
 
 
-def _check_class_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    seen = set()
-    for n in names:
-        if n in seen:
-            raise InputError(f"class {n!r} is listed twice", source)
-        if n.lower() in ("__background__", "background"):
-            raise InputError("do not list the background class; it is added automatically", source)
-        seen.add(n)
-    return tuple(names)
-
-
-def parse_classes_option(value: str | None) -> tuple[str, ...] | None:
-    """``--classes``: a comma-separated list, or the path of a file with one class per line."""
-    if value is None or value == "":
-        return None
-    if Path(value).is_file():
-        return read_classes_file(value)
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise InputError(f"--classes {value!r} names no class")
-    return _check_class_names(names, "--classes")
+_check_class_names = check_class_names
 
 
 def resolve_classes(root: Path, classes: Sequence[str] | None = None) -> tuple[tuple[str, ...], str]:
     """The class list of a data set and where it came from (for messages)."""
     if classes:
-        return _check_class_names(list(classes), "--classes"), "given"
+        return check_class_names(list(classes), "classes"), "given"
     if (root / CLASSES_FILE).is_file():
         return read_classes_file(root / CLASSES_FILE), CLASSES_FILE
     if _VOC_RELEASE.match(root.name):
@@ -290,8 +286,21 @@ def resolve_classes(root: Path, classes: Sequence[str] | None = None) -> tuple[t
         except InputError:
             continue  # reported by validation
     if not names:
-        raise DatasetError("no class names found in Annotations/ (give --classes)", path=root / "Annotations")
+        raise DatasetError("no class names found in Annotations/ (give the classes)", path=root / "Annotations")
     return tuple(sorted(names)), "annotations"
+
+
+def load_voc_split(
+    root: Path, split: str, classes: Sequence[str] | None = None, *, check_images: bool = True
+) -> Dataset:
+    """One split of the VOC folder ``root``, validated (:func:`fastrcnn_cli.data.validate.validate_split`);
+    bad images are left out and listed in its ``report``."""
+    from fastrcnn_cli.data.validate import validate_split
+
+    class_names, _ = resolve_classes(root, classes)
+    records, report = validate_split(root, split, class_names, check_images=check_images)
+    source = root / "ImageSets" / "Main" / f"{split}.txt"
+    return Dataset(root=root, split=split, classes=class_names, records=records, report=report, source=source)
 
 
 def load_dataset(
@@ -302,24 +311,14 @@ def load_dataset(
     strict: bool = False,
     check_images: bool = True,
     warn: bool = True,
-) -> VOCDataset:
-    """Resolve, read and validate one split. See :func:`fastrcnn_cli.data.validate.validate_split`.
+    format: str | None = None,
+) -> Dataset:
+    """Resolve, read and validate one split of a VOC, COCO or YOLO data set (``format`` None: detected from the
+    folder). See :func:`fastrcnn_cli.data.formats.load_dataset`.
 
     Bad items are skipped with a warning table on stderr (``warn``), or, with ``strict``, the whole
     report is raised as a :class:`DatasetError`. A split with nothing usable left always raises.
     """
-    from fastrcnn_cli.data.validate import validate_split
+    from fastrcnn_cli.data.formats import load_dataset as load
 
-    root = resolve_root(path)
-    class_names, _ = resolve_classes(root, classes)
-    records, report = validate_split(root, split, class_names, check_images=check_images)
-    if report.problems:
-        if strict:
-            raise DatasetError(report.summary(), report.problems, path=root)
-        if warn:
-            report.print_warning()
-    if not records:
-        raise DatasetError(
-            f"split {split!r} has no usable image ({report.summary()})", report.problems, path=root
-        )
-    return VOCDataset(root=root, split=split, classes=class_names, records=records, report=report)
+    return load(path, split, classes, strict=strict, check_images=check_images, warn=warn, format=format)

@@ -9,8 +9,8 @@ format          extension      what it is
 ``checkpoint``  ``.pt``/``.pth`` a fastrcnn checkpoint without training state, float16 weights by default
 ==============  =============  ==================================================================================
 
-The format comes from ``--format`` or, without it, from the output's extension; an extension that does not
-belong to the format is refused (:class:`ExportUsageError`, exit code 2), so ``model.onnx`` is always an ONNX
+The format comes from the ``format`` setting or, without it, from the output's extension; an extension that does
+not belong to the format is refused (:class:`ExportUsageError`, exit code 2), so ``model.onnx`` is always an ONNX
 file.
 
 RoI pooling in ONNX Runtime. ``MaxRoiPool``'s CPU kernel (onnxruntime/core/providers/cpu/nn/roi_pool.cc) does
@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastrcnn_cli.errors import CheckpointError, ExitCode, FastRCNNError
+from fastrcnn_cli.errors import CheckpointError, SettingsError
 
 FORMATS: dict[str, tuple[str, ...]] = {
     "onnx": (".onnx",),
@@ -40,10 +40,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ExportUsageError(FastRCNNError):
-    """A format and a file name that do not go together: a usage error (exit code 2)."""
-
-    exit_code = ExitCode.USAGE
+class ExportUsageError(SettingsError):
+    """A format and a file name that do not go together: a usage error (exit code 2) of the ``format`` setting."""
 
 
 def _known_extensions() -> str:
@@ -59,21 +57,21 @@ def resolve_format(dst: str | os.PathLike, fmt: str | None) -> str:
     if fmt is not None:
         fmt = fmt.lower()
         if fmt not in FORMATS:
-            raise ExportUsageError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+            raise ExportUsageError("format", f"must be one of {', '.join(FORMATS)} (got {fmt!r})")
         if suffix not in FORMATS[fmt]:
             expected = " or ".join(FORMATS[fmt])
-            hint = f"; {suffix} is the extension of --format {by_suffix}" if by_suffix else ""
+            hint = f"; {suffix} is the extension of the {by_suffix} format" if by_suffix else ""
             raise ExportUsageError(
-                f"--format {fmt} writes a {expected} file, but the output is named {dst.name!r}{hint}; "
-                "rename the output or change --format",
-                dst,
+                "format",
+                f"{fmt} writes a {expected} file, but the output is named {dst.name!r}{hint}; rename the output or "
+                "change the format",
             )
         return fmt
     if by_suffix is None:
         raise ExportUsageError(
-            f"cannot tell the format from the extension {suffix or '(none)'!r}: use {_known_extensions()} "
-            "(or give --format and a matching name)",
-            dst,
+            "format",
+            f"cannot tell the format of {str(dst)!r} from its extension {suffix or '(none)'!r}: use "
+            f"{_known_extensions()} (or give the format and a matching name)",
         )
     return by_suffix
 

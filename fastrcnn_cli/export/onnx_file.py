@@ -13,6 +13,7 @@ read by every current runtime.
 
 from __future__ import annotations
 
+import importlib
 import io
 import warnings
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any
 
 import torch
 
+from fastrcnn_cli import __version__
 from fastrcnn_cli.errors import FastRCNNError
 from fastrcnn_cli.export.graph import ROI_POOL_ONNX, DeployGraph, dynamic_same_padding
 from fastrcnn_cli.export.metadata import ONNX_FORMAT, metadata_props
+from fastrcnn_cli.io import atomic_write_bytes
 from fastrcnn_cli.model.checkpoint import Checkpoint
 from fastrcnn_cli.model.fast_rcnn import FastRCNN
 
@@ -39,8 +42,6 @@ class MissingDependencyError(FastRCNNError):
 
 def require(module: str, purpose: str) -> Any:
     """``import module``, or a clear error saying how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -84,12 +85,8 @@ def export_onnx(model: FastRCNN, meta: Checkpoint, dst: str | Path, opset: int =
     """Write ``model`` as a self-describing ONNX file at ``dst`` (atomically) and check it with
     ``onnx.checker``. Returns what was written (opset, inputs, outputs, operators used, size)."""
     onnx = require("onnx", "exporting to ONNX")
-    from fastrcnn_cli.io import atomic_write_bytes
-
     proto = onnx.load_from_string(onnx_bytes(model, opset))
     proto.producer_name = "fastrcnn"
-    from fastrcnn_cli import __version__
-
     proto.producer_version = __version__
     proto.doc_string = (
         f"Fast R-CNN ({meta.config.backbone.name}), {len(meta.classes)} classes: {', '.join(meta.classes)}. "

@@ -19,6 +19,8 @@ import torch
 
 from fastrcnn_cli.export.graph import ROI_POOL_TORCHVISION, DeployGraph, dynamic_same_padding
 from fastrcnn_cli.export.metadata import TORCHSCRIPT_FORMAT, metadata_props
+from fastrcnn_cli.export.onnx_file import example_inputs
+from fastrcnn_cli.io import atomic_write_bytes
 from fastrcnn_cli.model.checkpoint import Checkpoint
 from fastrcnn_cli.model.fast_rcnn import FastRCNN
 
@@ -27,9 +29,6 @@ EXTRA_FILE = "fastrcnn.json"
 
 def export_torchscript(model: FastRCNN, meta: Checkpoint, dst: str | Path) -> dict[str, Any]:
     """Trace ``model`` into a TorchScript file at ``dst`` (atomically). Returns what was written."""
-    from fastrcnn_cli.export.onnx_file import example_inputs
-    from fastrcnn_cli.io import atomic_write_bytes
-
     graph = DeployGraph(model.float().cpu().eval(), roi_pool=ROI_POOL_TORCHVISION)
     extra = {EXTRA_FILE: json.dumps(metadata_props(meta, TORCHSCRIPT_FORMAT), sort_keys=True)}
     buffer = io.BytesIO()

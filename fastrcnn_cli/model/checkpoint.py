@@ -31,13 +31,20 @@ from typing import Any
 import torch
 
 from fastrcnn_cli import __version__, box_coding, shipped
-from fastrcnn_cli.errors import CheckpointError
+from fastrcnn_cli.errors import CheckpointError, MissingInputError
 from fastrcnn_cli.io import atomic_torch_save
 from fastrcnn_cli.model.backbones import Preprocessing
 from fastrcnn_cli.model.fast_rcnn import FastRCNN, ModelConfig, build_model
+from fastrcnn_cli.model.safe_load import load_weights_file
+from fastrcnn_cli.versioned import FileFormat
 
 FORMAT = "fastrcnn-checkpoint"
 FORMAT_VERSION = 1
+#: the header every checkpoint starts with, and its check
+CHECKPOINT_FORMAT = FileFormat(
+    FORMAT, FORMAT_VERSION, "fastrcnn checkpoint", error=CheckpointError,
+    hint="train one with `fastrcnn train` or use the shipped weights/",
+)
 #: the model shipped inside the package (see weights/README.md and :mod:`fastrcnn_cli.shipped`)
 DEFAULT_WEIGHTS = shipped.model_path()
 WEIGHTS_ENV = "FASTRCNN_WEIGHTS"
@@ -64,8 +71,7 @@ class Checkpoint:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            **CHECKPOINT_FORMAT.header(),
             "fastrcnn_version": __version__,
             "model": self.config.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
@@ -84,8 +90,8 @@ def default_weights_path() -> Path:
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """``--weights`` when given (it must exist), else the shipped model (or ``FASTRCNN_WEIGHTS``), with a clear
-    :class:`CheckpointError` saying what to do when that file is missing."""
+    """The weights file given (it must exist), else the shipped model (or ``FASTRCNN_WEIGHTS``); when that one is
+    missing, a :class:`MissingInputError` naming the ``weights`` field and saying what to do."""
     if weights is not None:
         path = Path(weights)
         if not path.exists():
@@ -94,11 +100,11 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
     path = default_weights_path()
     if not path.exists():
         if os.environ.get(WEIGHTS_ENV):
-            raise CheckpointError(f"no --weights given, and {WEIGHTS_ENV} names this file, which does not exist", path)
-        raise CheckpointError(
-            "no --weights given and the shipped model is missing; pass --weights FILE (e.g. runs/train/best.pt), "
+            raise MissingInputError("weights", f"none given, and {WEIGHTS_ENV} names {path}, which does not exist")
+        raise MissingInputError(
+            "weights",
+            f"none given and the shipped model is missing ({path}); give a checkpoint (e.g. runs/train/best.pt), "
             f"set {WEIGHTS_ENV}, or reinstall fastrcnn (its wheel carries the model)",
-            path,
         )
     return path
 
@@ -131,8 +137,6 @@ def save_checkpoint(
 
 def read_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     """The raw dict of a checkpoint file, with clear errors for anything that is not one."""
-    from fastrcnn_cli.model.safe_load import load_weights_file
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError("no such weights file", path)
@@ -144,16 +148,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
         if "truncated" in detail or "corrupt" in detail or "cannot be read" in detail:
             raise
         raise CheckpointError(f"not a fastrcnn checkpoint: it {detail}", path) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            "not a fastrcnn checkpoint (no 'format: fastrcnn-checkpoint' entry; "
-            "train one with `fastrcnn train` or use the shipped weights/)",
-            path,
-        )
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"written by a newer fastrcnn (format {payload.get('format_version')}); upgrade fastrcnn", path
-        )
+    CHECKPOINT_FORMAT.check(payload, path)
     return payload
 
 

@@ -21,11 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from fastrcnn_cli.model.backbones import Backbone, BackboneSpec, build_backbone
+from fastrcnn_cli.model.backbones import Backbone, BackboneSpec, Preprocessing, build_backbone
+from fastrcnn_cli.ops import RoIPool
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,9 @@ class HeadSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HeadSpec:
-        ranks = tuple(data.get("ranks") or (None, None))
-        return cls(int(data["hidden"]), int(data.get("roi_size", 7)), float(data.get("dropout", 0.0)), ranks)  # type: ignore[arg-type]
+        rank6, rank7 = data.get("ranks") or (None, None)
+        ranks = (None if rank6 is None else int(rank6), None if rank7 is None else int(rank7))
+        return cls(int(data["hidden"]), int(data.get("roi_size", 7)), float(data.get("dropout", 0.0)), ranks)
 
 
 #: head defaults per backbone: VGG16's fc6/fc7 are 4096 wide (initialised from ImageNet); EfficientNet's are new
@@ -91,8 +94,6 @@ def make_fc(in_features: int, out_features: int, rank: int | None) -> nn.Module:
 class FastRCNN(nn.Module):
     def __init__(self, config: ModelConfig, backbone: Backbone) -> None:
         super().__init__()
-        from fastrcnn_cli.ops import RoIPool
-
         self.config = config
         self.backbone = backbone
         head = config.head
@@ -112,7 +113,7 @@ class FastRCNN(nn.Module):
         self.head_activity: tuple[float, float] = (1.0, 1.0)
 
     @property
-    def preprocessing(self):
+    def preprocessing(self) -> Preprocessing:
         return self.backbone.preprocessing
 
     @property
@@ -165,12 +166,14 @@ def build_model(
         config.backbone, pretrained=pretrained, weights_path=backbone_weights, allow_download=allow_download
     )
     model = FastRCNN(config, backbone)
-    if fc_init is not None and config.head.hidden == fc_init["fc6.weight"].shape[0] and config.head.ranks == (None, None):
+    fc6, fc7 = model.fc6, model.fc7  # nn.Linear unless compressed (then no ImageNet fc6/fc7 fits)
+    if (fc_init is not None and isinstance(fc6, nn.Linear) and isinstance(fc7, nn.Linear)
+            and fc6.weight.shape == fc_init["fc6.weight"].shape):
         with torch.no_grad():
-            model.fc6.weight.copy_(fc_init["fc6.weight"])  # type: ignore[union-attr]
-            model.fc6.bias.copy_(fc_init["fc6.bias"])  # type: ignore[union-attr]
-            model.fc7.weight.copy_(fc_init["fc7.weight"])  # type: ignore[union-attr]
-            model.fc7.bias.copy_(fc_init["fc7.bias"])  # type: ignore[union-attr]
+            fc6.weight.copy_(fc_init["fc6.weight"])
+            fc6.bias.copy_(fc_init["fc6.bias"])
+            fc7.weight.copy_(fc_init["fc7.weight"])
+            fc7.bias.copy_(fc_init["fc7.bias"])
     return model
 
 
@@ -186,8 +189,6 @@ def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
 
 
 def resize_image(image: np.ndarray, factor: float) -> np.ndarray:
-    import cv2
-
     if abs(factor - 1.0) < 1e-9:
         return image
     h, w = image.shape[:2]
@@ -202,8 +203,8 @@ def prepare_image(model: FastRCNN, image: np.ndarray, scale: int, max_size: int)
 
 
 #: On CUDA the network input is padded to a multiple of this many pixels: cuDNN plans its convolutions per input
-#: shape (over a second each for EfficientNet's depthwise layers on an H100), and every image size being a new
-#: shape made the first pass of each image 100x slower than the next. Padding adds zeros (the mean) at the bottom
+#: shape, and every image size being a new shape made the first pass of each image far slower than the next
+#: (``docs/measurements.md``). Padding adds zeros (the mean) at the bottom
 #: and right only, so boxes and the spatial scale are unchanged. The CPU gains nothing from it and is not padded.
 CUDA_SIZE_MULTIPLE = 32
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fastrcnn_cli.errors import InputError
 
@@ -36,8 +39,6 @@ def convert_command(path: str | os.PathLike) -> str:
 
 
 def _quote(path: Path) -> str:
-    import shlex
-
     return shlex.quote(str(path))
 
 
@@ -92,8 +93,6 @@ def _existing_file(path: str | os.PathLike, error: type[InputError]) -> Path:
 def load_weights_file(path: str | os.PathLike, error: type[InputError] = InputError) -> Any:
     """The contents of a weights file (a ``torch.save`` of tensors and plain data, or ``.safetensors``), read
     without unpickling anything else. Raises ``error`` naming the file and saying what is wrong with it."""
-    import torch
-
     path = _existing_file(path, error)
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path, error)
@@ -121,8 +120,6 @@ def _load_safetensors(path: Path, error: type[InputError]) -> dict[str, Any]:
 def check_weights_file(path: str | os.PathLike, error: type[InputError] = InputError) -> None:
     """Refuse a weights file that holds pickled objects or is damaged, before any long work, without loading
     its tensors when the format allows (the list of globals its pickle names is read from the archive)."""
-    import torch
-
     path = _existing_file(path, error)
     if path.suffix.lower() == ".safetensors":
         return

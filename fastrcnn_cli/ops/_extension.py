@@ -75,8 +75,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
-from fastrcnn_cli import console
+from fastrcnn_cli import progress
 from fastrcnn_cli.errors import BuildError
 
 CSRC = Path(__file__).resolve().parent / "csrc"
@@ -392,14 +393,12 @@ def _is_complete(folder: Path, name: str, key: dict) -> bool:
 @contextlib.contextmanager
 def _build_lock(folder: Path) -> Iterator[None]:
     """An OS file lock for one build folder: a second process waits here while the first compiles."""
-    from filelock import FileLock, Timeout
-
     lock = FileLock(str(folder.with_name(folder.name + ".lock")))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         timeout = float(os.environ.get("FASTRCNN_BUILD_LOCK_TIMEOUT", "1200"))
-        console.info(f"waiting for another process that is compiling the native operators ({folder.name})…")
+        progress.info(f"waiting for another process that is compiling the native operators ({folder.name})…")
         try:
             lock.acquire(timeout=timeout)
         except Timeout:
@@ -475,7 +474,7 @@ def _load_library(name: str, folder: Path, fail_quietly: bool = False) -> bool:
         torch.ops.load_library(str(library))
     except (OSError, RuntimeError) as exc:
         if fail_quietly:
-            console.warn(f"the cached build {library} cannot be loaded ({exc}); compiling it again")
+            progress.warn(f"the cached build {library} cannot be loaded ({exc}); compiling it again")
             return False
         raise BuildError(f"the freshly compiled {library} cannot be loaded: {exc}") from None
     _state.paths[name] = str(library)
@@ -491,7 +490,7 @@ def _compile(name: str, sources: tuple[str, ...], with_cuda: bool, key: dict, fo
     with _build_environment(cpp_extension, with_cuda):
         _check_tools(cpp_extension)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-        console.info(
+        progress.info(
             f"compiling {what} for torch {torch.__version__}, Python {sys.version_info.major}."
             f"{sys.version_info.minor}: once per machine, about a minute on 2 cores (cache: {folder})…"
         )
@@ -527,7 +526,7 @@ def _compile(name: str, sources: tuple[str, ...], with_cuda: bool, key: dict, fo
         os.replace(tmp, folder)  # atomic: other processes see no folder or a finished one
     _state.build_seconds[name] = seconds
     _state.paths[name] = str(folder / f"{name}.so")
-    console.info(f"compiled {what} in {seconds:.1f} s")
+    progress.info(f"compiled {what} in {seconds:.1f} s")
 
 
 def _find_built_library(tmp: Path, name: str) -> Path:
@@ -535,20 +534,6 @@ def _find_built_library(tmp: Path, name: str) -> Path:
     if not candidates:
         raise BuildError(f"the build of {name} in {tmp} produced no library")
     return candidates[0]
-
-
-def cached_builds() -> list[dict]:
-    """The finished builds in the cache: folder, library, build seconds, when, torch and Python of each."""
-    root = cache_root()
-    found = []
-    for folder in sorted(root.glob("*")) if root.is_dir() else []:
-        record = _read_record(folder) if folder.is_dir() and not folder.name.startswith(".") else {}
-        if record:
-            key = record.get("key", {})
-            found.append({"folder": str(folder), "library": key.get("library"), "torch": key.get("torch"),
-                          "python": key.get("python"), "device": key.get("device"),
-                          "build_seconds": record.get("build_seconds"), "built_at": record.get("built_at")})
-    return found
 
 
 @contextlib.contextmanager
@@ -610,4 +595,4 @@ def _explain_failure(name: str, exc: BaseException, log: Path) -> str:
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        console.warn(message)
+        progress.warn(message)

@@ -1,6 +1,6 @@
 """Timing RoI max pooling: fastrcnn's native operator against ``torchvision.ops.roi_pool`` and the reference.
 
-:func:`benchmark_roi_pool` returns plain data (:class:`RoIPoolBenchmark`, ``as_dict()`` for JSON) for the
+:func:`benchmark_roi_pool` returns a :class:`RoIPoolBenchmark` (``to_dict()`` for JSON) for the
 ``fastrcnn benchmark`` command; :func:`print_benchmark` prints it as a table on stderr. Run
 ``python -m fastrcnn_cli.ops.bench [--device cuda] [--runs N]`` for a quick look.
 
@@ -16,38 +16,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from fastrcnn_cli import progress
+from fastrcnn_cli.timing import TimingStats
+
 #: "fastrcnn-no-argmax": our operator's inference form (``roi_pool_inference``), forward only
 IMPLEMENTATIONS = ("fastrcnn", "fastrcnn-no-argmax", "torchvision", "reference")
 PHASES = ("forward", "forward_backward")
-
-
-@dataclass
-class TimingStats:
-    """Milliseconds over ``runs`` timed runs (after the warm-up)."""
-
-    median_ms: float
-    min_ms: float
-    max_ms: float
-    q1_ms: float
-    q3_ms: float
-    runs: int
-
-    @classmethod
-    def of(cls, seconds: Sequence[float]) -> TimingStats:
-        ms = sorted(s * 1000.0 for s in seconds)
-        if len(ms) >= 2:
-            q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
-        else:
-            q1 = q3 = ms[0]
-        return cls(statistics.median(ms), ms[0], ms[-1], q1, q3, len(ms))
 
 
 @dataclass
@@ -73,12 +55,28 @@ class RoIPoolBenchmark:
     def speedup(self, phase: str, baseline: str = "torchvision", impl: str = "fastrcnn") -> float | None:
         """How many times faster ``impl`` is than ``baseline`` (ratio of medians), or None."""
         try:
-            return self.timings[baseline][phase].median_ms / self.timings[impl][phase].median_ms
+            return self.timings[baseline][phase].median / self.timings[impl][phase].median
         except (KeyError, ZeroDivisionError):
             return None
 
-    def as_dict(self) -> dict:
-        data = asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the timings in milliseconds (:meth:`TimingStats.to_dict`) and the speedups."""
+        data: dict[str, Any] = {
+            "device": self.device,
+            "device_name": self.device_name,
+            "dtype": self.dtype,
+            "feature_shape": list(self.feature_shape),
+            "num_rois": self.num_rois,
+            "output_size": list(self.output_size),
+            "spatial_scale": self.spatial_scale,
+            "threads": self.threads,
+            "torch_version": self.torch_version,
+            "timings": {impl: {phase: t.to_dict() for phase, t in phases.items()}
+                        for impl, phases in self.timings.items()},
+            "skipped": dict(self.skipped),
+            "matches_torchvision": self.matches_torchvision,
+            "no_argmax_identical": self.no_argmax_identical,
+        }
         data["speedup_vs_torchvision"] = {phase: self.speedup(phase) for phase in PHASES}
         data["speedup_vs_reference"] = {phase: self.speedup(phase, baseline="reference") for phase in PHASES}
         data["no_argmax_speedup"] = self.speedup("forward", baseline="fastrcnn", impl="fastrcnn-no-argmax")
@@ -178,7 +176,9 @@ def benchmark_roi_pool(
             ours, _ = candidates["fastrcnn"](features)
             lean, _ = candidates["fastrcnn-no-argmax"](features)
         # bit for bit (NaN-free random input): the same compare/select without the index
-        result.no_argmax_identical = bool(torch.equal(ours.contiguous().view(torch.uint8), lean.contiguous().view(torch.uint8)))
+        result.no_argmax_identical = bool(
+            torch.equal(ours.contiguous().view(torch.uint8), lean.contiguous().view(torch.uint8))
+        )
         del ours, lean
 
     def forward(fn):
@@ -209,7 +209,7 @@ def benchmark_roi_pool(
                     continue
                 times[name].append(_time_once(fn, device))
         for name, seconds in times.items():
-            result.timings.setdefault(name, {})[phase] = TimingStats.of(seconds)
+            result.timings.setdefault(name, {})[phase] = TimingStats.from_samples(seconds)
     return result
 
 
@@ -244,7 +244,7 @@ def print_benchmark(result: RoIPoolBenchmark) -> None:
     """A table of the timings on stderr (rich)."""
     from rich.table import Table
 
-    from fastrcnn_cli import console
+    from fastrcnn_cli.console import err
 
     n, c, h, w = result.feature_shape
     title = (
@@ -267,18 +267,18 @@ def print_benchmark(result: RoIPoolBenchmark) -> None:
                 row += ["-", "-", "-"]
                 continue
             ratio = result.speedup(phase, impl=name)
-            row += [f"{t.median_ms:.1f}", f"{t.min_ms:.1f} - {t.max_ms:.1f}", f"{ratio:.1f}x" if ratio else "-"]
+            row += [f"{t.median_ms:.1f}", f"{1000 * t.min:.1f} - {1000 * t.max:.1f}", f"{ratio:.1f}x" if ratio else "-"]
         table.add_row(*row)
-    console.err.print(table)
+    err.print(table)
     for name, why in result.skipped.items():
-        console.warn(f"{name} not timed: {why}")
+        progress.warn(f"{name} not timed: {why}")
     if result.matches_torchvision is not None:
         verdict = "identical to" if result.matches_torchvision else "DIFFERENT from"
-        console.info(f"fastrcnn's forward output and argmax are {verdict} torchvision's.")
+        progress.info(f"fastrcnn's forward output and argmax are {verdict} torchvision's.")
     if result.no_argmax_identical is not None:
         verdict = "bit-identical to" if result.no_argmax_identical else "DIFFERENT from"
         ratio = result.speedup("forward", baseline="fastrcnn", impl="fastrcnn-no-argmax")
-        console.info(f"fastrcnn's forward without argmax (inference) is {verdict} the one with argmax"
+        progress.info(f"fastrcnn's forward without argmax (inference) is {verdict} the one with argmax"
                      + (f", {ratio:.2f}x as fast." if ratio else "."))
 
 

@@ -43,13 +43,10 @@ def rois_from_boxes(boxes: Sequence[Tensor], dtype: torch.dtype | None = None) -
 
 
 def _pair(output_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(output_size, int):
-        size = (output_size, output_size)
-    else:
-        size = tuple(int(s) for s in output_size)
-    if len(size) != 2 or min(size) <= 0:
+    sizes = [output_size] * 2 if isinstance(output_size, int) else [int(s) for s in output_size]
+    if len(sizes) != 2 or min(sizes) <= 0:
         raise ValueError(f"roi_pool: output_size must be a positive int or (height, width), got {output_size!r}")
-    return size  # type: ignore[return-value]
+    return sizes[0], sizes[1]
 
 
 def roi_pool(
@@ -126,8 +123,8 @@ def check_rois(rois: Tensor, batch_size: int, spatial_scale: float) -> None:
     the batch or whose coordinates are not finite or huge. One synchronisation on a GPU.
 
     The operator checks the same; :func:`roi_pool` checks here first on CUDA so that a bad RoI is a Python error
-    even where the check inside the CUDA operator cannot run (and, on an H100 with torch 2.11, a ValueError
-    thrown from inside the CUDA operator once crashed the process).
+    even where the check inside the CUDA operator cannot run (an error thrown from inside the CUDA operator
+    has crashed the process: ``docs/measurements.md``).
     """
     if rois.shape[0] == 0:
         return

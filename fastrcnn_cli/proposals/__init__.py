@@ -1,7 +1,9 @@
 """Region proposals for Fast R-CNN: Selective Search, the proposal cache, importers and recall.
 
-* :mod:`.selective_search` -- :class:`ProposalSettings` and :func:`selective_search` (OpenCV's
-  implementation; how its boxes are converted to our convention and mapped back to original pixels).
+* :class:`ProposalSettings` (defined in :mod:`fastrcnn_cli.proposal_settings`, which imports nothing heavy, so
+  the command line reads it without loading NumPy) -- how proposals are made.
+* :mod:`.selective_search` -- :func:`selective_search` (OpenCV's implementation; how its boxes are converted
+  to our convention and mapped back to original pixels).
 * :mod:`.native` -- our Selective Search (``ProposalSettings(proposer="native")``): OpenCV's algorithm in the C++
   extension, faster, parallel on one image, with a seeded ranking of its own.
 * :mod:`.cache` -- :func:`load_or_compute_proposals`, the cache folder layout, parallel workers,
@@ -19,6 +21,7 @@ package attribute ``selective_search`` is the *function*; the module of the same
 
 from __future__ import annotations
 
+from fastrcnn_cli.proposal_settings import ProposalSettings
 from fastrcnn_cli.proposals.cache import (
     CacheMismatchError,
     ProposalCache,
@@ -33,7 +36,6 @@ from fastrcnn_cli.proposals.cache import (
 from fastrcnn_cli.proposals.matlab import import_mat, load_proposal_file, read_dataset_mat
 from fastrcnn_cli.proposals.recall import RecallReport, proposal_recall
 from fastrcnn_cli.proposals.selective_search import (
-    ProposalSettings,
     proposals_for_file,
     read_image_for_proposals,
     selective_search,

@@ -21,7 +21,7 @@ it; the images already written are kept. Worker processes die with their parent,
 (:mod:`fastrcnn_cli.proposals.lifetime`).
 
 Checks on reuse: a folder whose ``proposals.json`` records other settings (mode, max side, top, min
-size) or another source is refused with a message naming both and the way out (another ``--cache`` or
+size) or another source is refused with a message naming both and the way out (another cache folder or
 deleting the folder); a different OpenCV or fastrcnn version is only a warning (the boxes stay valid; new
 ones may differ slightly). A per-image file that cannot be read, or whose recorded image size differs
 from the data set's (the image was replaced), is recomputed.
@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastrcnn_cli.errors import InputError, OutputError
+from fastrcnn_cli import progress
+from fastrcnn_cli.errors import InputError, OutputError, SettingsError
+from fastrcnn_cli.io import atomic_write, atomic_write_bytes, atomic_write_json
 from fastrcnn_cli.proposals.selective_search import (
     RAND_SEED,
     ProposalSettings,
@@ -55,12 +57,16 @@ from fastrcnn_cli.proposals.selective_search import (
     opencv_version,
     proposals_for_file,
 )
+from fastrcnn_cli.versioned import FileFormat
 
 if TYPE_CHECKING:
     from fastrcnn_cli.data.voc import ImageRecord, VOCDataset
 
 FORMAT = "fastrcnn-proposals"
 FORMAT_VERSION = 1
+#: the header of ``proposals.json``, and its check
+CACHE_FORMAT = FileFormat(FORMAT, FORMAT_VERSION, "fastrcnn proposal cache description",
+                          newer_hint="or use another proposal cache folder")
 META_FILE = "proposals.json"
 BOXES_DIR = "boxes"
 SOURCE_SS = "selective-search"
@@ -129,8 +135,7 @@ def make_meta(
     source: str, settings: ProposalSettings | None, dataset_root: Path | None = None, **extra: Any
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        **CACHE_FORMAT.header(),
         "source": source,
         "settings": settings.to_dict() if settings is not None else None,
         "box_convention": BOX_CONVENTION,
@@ -180,7 +185,8 @@ class ProposalCache:
             # (another run creating the cache at this moment may have a temporary file here)
             if path.is_dir() and any(p for p in path.iterdir() if p.name != BOXES_DIR and not _is_temporary(p.name)):
                 raise InputError(
-                    f"not a fastrcnn proposal cache (no {META_FILE}) and not empty; choose another --cache folder",
+                    f"not a fastrcnn proposal cache (no {META_FILE}) and not empty; choose another proposal cache "
+                    "folder",
                     path,
                 )
             return None
@@ -188,14 +194,7 @@ class ProposalCache:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"unreadable proposal cache description ({exc}); delete the folder", meta_file) from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise InputError("not a fastrcnn proposal cache description", meta_file)
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise InputError(
-                f"made by a newer fastrcnn (cache format {meta.get('format_version')}, this one reads "
-                f"{FORMAT_VERSION}); upgrade fastrcnn or use another --cache folder",
-                meta_file,
-            )
+        CACHE_FORMAT.check(meta, meta_file)
         return meta
 
     @classmethod
@@ -209,8 +208,6 @@ class ProposalCache:
         if meta is None:
             if not create:
                 raise InputError("no proposal cache here", path)
-            from fastrcnn_cli.io import atomic_write_json
-
             try:
                 (path / BOXES_DIR).mkdir(parents=True, exist_ok=True)
                 atomic_write_json(path / META_FILE, wanted)
@@ -220,7 +217,7 @@ class ProposalCache:
         if not _same_origin(meta, wanted):
             raise CacheMismatchError(
                 f"this proposal cache holds {_describe_meta(meta)}, but this run asks for "
-                f"{_describe_meta(wanted)}. Use another --cache folder, or delete this one to recompute",
+                f"{_describe_meta(wanted)}. Use another proposal cache folder, or delete this one to recompute",
                 path,
             )
         (path / BOXES_DIR).mkdir(parents=True, exist_ok=True)
@@ -290,8 +287,6 @@ class ProposalCache:
 
 def write_entry(path: Path, image_id: str, boxes: np.ndarray, size: tuple[int, int]) -> None:
     """Write one per-image file atomically."""
-    from fastrcnn_cli.io import atomic_write
-
     boxes = np.ascontiguousarray(np.asarray(boxes, np.float32).reshape(-1, 4))
     atomic_write(
         path,
@@ -444,69 +439,6 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _speed_column() -> Any:
-    from rich.progress import ProgressColumn
-    from rich.text import Text
-
-    class ImagesPerSecond(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            elapsed = task.finished_time if task.finished else task.elapsed
-            speed = task.completed / elapsed if task.completed and elapsed else None  # since the start
-            return Text("-- img/s" if not speed else f"{speed:.2f} img/s", style="progress.data.speed")
-
-    return ImagesPerSecond()
-
-
-class _Reporter:
-    """A progress bar on a terminal; otherwise a plain line on stderr about every 10% (or 60 s)."""
-
-    def __init__(self, description: str, total: int, enabled: bool) -> None:
-        from fastrcnn_cli.console import make_progress, progress_enabled
-
-        self.total = total
-        self.done = 0
-        self.enabled = enabled
-        self.bar = enabled and progress_enabled()
-        self.start = time.perf_counter()
-        self.last_line = self.start
-        self.next_fraction = 0.1
-        self.progress = make_progress(_speed_column()) if self.bar else None
-        self.description = description
-        self.task = None
-
-    def __enter__(self) -> _Reporter:
-        if self.progress is not None:
-            self.progress.__enter__()
-            self.task = self.progress.add_task(self.description, total=self.total)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def advance(self) -> None:
-        self.done += 1
-        if self.progress is not None:
-            self.progress.advance(self.task)
-            return
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.done / self.total >= self.next_fraction or now - self.last_line > 60 or self.done == self.total:
-            from fastrcnn_cli.console import err
-
-            elapsed = now - self.start
-            rate = self.done / elapsed if elapsed > 0 else 0.0
-            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-            err.print(
-                f"{self.description}: {self.done}/{self.total} ({rate:.2f} img/s, eta {eta:.0f} s)",
-                highlight=False,
-            )
-            self.last_line = now
-            while self.next_fraction <= self.done / self.total:
-                self.next_fraction += 0.1
-
-
 def run_proposals(
     records: Sequence[ImageRecord],
     settings: ProposalSettings,
@@ -523,13 +455,13 @@ def run_proposals(
     all cores; 1 runs in this process) and written to the cache one by one as they finish. Images that
     cannot be processed are reported in ``failed`` and left out of ``proposals``; the rest of the run goes
     on. Ctrl-C stops the workers at once (every file is atomic, so that is safe) and re-raises; a later
-    run resumes with the images that have no file yet.
+    run resumes with the images that have no file yet. ``show_progress`` False: no progress bar; ``log``
+    False: no messages either (:mod:`fastrcnn_cli.progress` carries both).
     """
-    from fastrcnn_cli.console import err, warn
-
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+        raise SettingsError("workers", f"must be at least 1 (got {workers})")
+    say = progress.info if log else _quiet
     cache = ProposalCache.open(cache_dir, make_meta(SOURCE_SS, settings, dataset_root))
     cache.clean_stale_temporaries()
     existing = cache.file_names()
@@ -555,41 +487,34 @@ def run_proposals(
         cached=len(proposals), computed=0, stale=stale, workers=min(workers, max(1, len(todo))),
     )
     if not todo:
-        if log:
-            err.print(f"all {run.total} images cached in {cache.path}")
+        say(f"all {run.total} images cached in {cache.path}")
         return run
-    if log:
-        version = cache.version_warning()
-        if version:
-            warn(version)
-        err.print(
-            f"Selective Search ({settings.describe()}) on {len(todo)} of {run.total} images "
+    version = cache.version_warning()
+    if log and version:
+        progress.warn(version)
+    say(f"Selective Search ({settings.describe()}) on {len(todo)} of {run.total} images "
             f"({run.cached} cached{f', {stale} stale' if stale else ''}) with {run.workers} "
-            f"worker{'s' if run.workers > 1 else ''} -> {cache.path}"
-        )
+            f"worker{'s' if run.workers > 1 else ''} -> {cache.path}")
     # largest images first, so that no worker is left with a big one while the others are idle at the end
     todo.sort(key=lambda r: -_search_area(r.width, r.height, settings.max_side))
     by_id = {r.id: r for r in todo}
     start = time.perf_counter()
     try:
-        with _Reporter("proposals", len(todo), show_progress) as reporter:
-            waiting = _compute(run, cache, [_task(cache, r, settings) for r in todo], reporter)
+        with progress.task("proposals", len(todo), unit="img", show=show_progress) as bar:
+            waiting = _compute(run, cache, [_task(cache, r, settings) for r in todo], bar)
             announced = 0
             while waiting:  # images another run is computing: wait for its files, or take them over
-                if log and len(waiting) != announced:
-                    err.print(f"waiting for {len(waiting)} images that another run is computing in {cache.path}")
+                if len(waiting) != announced:
+                    say(f"waiting for {len(waiting)} images that another run is computing in {cache.path}")
                     announced = len(waiting)
                 time.sleep(CLAIM_POLL_SECONDS)
-                waiting = _compute(run, cache, [_task(cache, by_id[i], settings) for i in waiting], reporter,
+                waiting = _compute(run, cache, [_task(cache, by_id[i], settings) for i in waiting], bar,
                                    shared_only=True)
     except KeyboardInterrupt:
         run.interrupted = True
         run.wall_seconds = time.perf_counter() - start
-        if log:
-            err.print(
-                f"interrupted: {_done(records, cache)} of {run.total} images are in {cache.path}; "
-                "run the same command again to resume"
-            )
+        say(f"interrupted: {_done(records, cache)} of {run.total} images are in {cache.path}; "
+            "run the same command again to resume")
         raise
     except OutputError as exc:
         raise OutputError(
@@ -605,6 +530,10 @@ def run_proposals(
 CLAIM_POLL_SECONDS = 0.5
 
 
+def _quiet(_text: str) -> None:
+    """A message of a run asked not to log."""
+
+
 def _task(cache: ProposalCache, record: ImageRecord, settings: ProposalSettings) -> Task:
     return (record.id, str(record.image_path), str(cache.file_for(record.id)), settings.to_dict(),
             (int(record.width), int(record.height)))
@@ -615,7 +544,7 @@ def _done(records: Sequence[ImageRecord], cache: ProposalCache) -> int:
 
 
 def _compute(
-    run: ProposalRun, cache: ProposalCache, tasks: list[Task], reporter: _Reporter, *, shared_only: bool = False
+    run: ProposalRun, cache: ProposalCache, tasks: list[Task], bar: progress.Task, *, shared_only: bool = False
 ) -> list[str]:
     """Run ``tasks`` (with ``shared_only``: only those whose claim is gone, the rest are looked up); record
     the results in ``run``; return the ids still claimed by another run. Raises :class:`OutputError` when a
@@ -631,7 +560,7 @@ def _compute(
             if boxes is not None:
                 run.proposals[image_id] = boxes
                 run.shared += 1
-                reporter.advance()
+                bar.advance()
             elif is_active(claim_path(task[2])):
                 waiting.append(image_id)
             else:  # the other run failed on it, or died: compute it here
@@ -646,7 +575,7 @@ def _compute(
         if result.get("fatal"):
             raise OutputError(result["error"])
         _collect(run, result)
-        reporter.advance()
+        bar.advance()
     return waiting
 
 
@@ -789,25 +718,24 @@ def load_or_compute_proposals(
     cannot be processed are left out of the result (a table on stderr names them). Raises
     :class:`CacheMismatchError` for a cache made with other settings.
     """
-    from fastrcnn_cli.console import err, warn
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(dataset.root, settings)
     meta = ProposalCache.read_meta(cache_dir) if cache_dir.exists() else None
     if meta is not None and meta.get("source") == SOURCE_IMPORTED:
         cache = ProposalCache(cache_dir, meta)
         found, missing = load_imported(cache, dataset.records)
-        err.print(f"using {len(found)} images of {_describe_meta(meta)} ({cache_dir}); proposal settings ignored")
+        progress.info(f"using {len(found)} images of {_describe_meta(meta)} ({cache_dir}); proposal settings ignored")
         if missing:
-            warn(f"{len(missing)} images have no imported proposals and are left out: {', '.join(missing[:10])}"
-                 + (" ..." if len(missing) > 10 else ""))
+            progress.warn(f"{len(missing)} images have no imported proposals and are left out: "
+                          f"{', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
         return found
     run = run_proposals(dataset.records, settings, cache_dir, workers, dataset_root=dataset.root)
     if run.computed:
-        err.print(
-            f"computed {run.computed} images in {run.wall_seconds:.1f} s "
-            f"({run.seconds_per_image_per_worker:.2f} s per image per worker)"
-        )
-    print_failures(run.failed)
+        progress.info(f"computed {run.computed} images in {run.wall_seconds:.1f} s "
+                      f"({run.seconds_per_image_per_worker:.2f} s per image per worker)")
+    if run.failed:
+        shown = "; ".join(f"{f.image_id}: {f.message}" for f in run.failed[:10])
+        progress.warn(f"{len(run.failed)} images skipped (no proposals): {shown}"
+                      + (" ..." if len(run.failed) > 10 else ""))
     return run.proposals
 
 
@@ -819,10 +747,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` (1-based: ``1/4`` .. ``4/4``) -> (i, n)."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
     if not m:
-        raise InputError(f"--shard {text!r}: expected i/n, e.g. 1/4 (shards are numbered 1 to n)")
+        raise InputError(f"shard {text!r}: expected i/n, e.g. 1/4 (shards are numbered 1 to n)")
     i, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 1 <= i <= n:
-        raise InputError(f"--shard {text!r}: i must be between 1 and n (shards are numbered 1 to n)")
+        raise InputError(f"shard {text!r}: i must be between 1 and n (shards are numbered 1 to n)")
     return i, n
 
 
@@ -858,11 +786,8 @@ def merge_caches(sources: Sequence[Path], out: Path) -> MergeSummary:
     imported file). An image present in several with *different* boxes is a conflict: nothing is written
     and the conflicts are listed. Files are copied atomically; merging again is a no-op.
     """
-    from fastrcnn_cli.console import warn
-    from fastrcnn_cli.io import atomic_write_bytes
-
     if not sources:
-        raise InputError("--merge needs at least one cache folder to merge")
+        raise InputError("nothing to merge: give at least one cache folder")
     out = Path(out).expanduser()
     metas: list[dict[str, Any]] = []
     for src in sources:
@@ -881,7 +806,7 @@ def merge_caches(sources: Sequence[Path], out: Path) -> MergeSummary:
         metas.append(meta)
     versions = {(m.get("opencv"), m.get("fastrcnn")) for m in metas}
     if len(versions) > 1:
-        warn("the caches were made with different OpenCV/fastrcnn versions: " + ", ".join(
+        progress.warn("the caches were made with different OpenCV/fastrcnn versions: " + ", ".join(
             f"OpenCV {o} / fastrcnn {f}" for o, f in sorted(versions, key=str)))
     base = dict(metas[0])
     base["merged_from"] = [str(Path(s).resolve()) for s in sources]
@@ -897,7 +822,7 @@ def merge_caches(sources: Sequence[Path], out: Path) -> MergeSummary:
             path = src_cache.boxes_dir / name
             boxes = read_entry(path)
             if boxes is None:
-                warn(f"{path}: unreadable, not merged")
+                progress.warn(f"{path}: unreadable, not merged")
                 continue
             other = plan.get(name) or (target.boxes_dir / name if name in present else None)
             if other is not None and other.resolve() != path.resolve():

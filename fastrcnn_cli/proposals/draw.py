@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 #: BGR colours, cycled over the boxes (distinct on most photos)
@@ -17,8 +18,6 @@ def draw_proposals(image_bgr: np.ndarray, boxes: np.ndarray, count: int | None =
     Boxes are our inclusive corners; ``cv2.rectangle`` draws its two corner pixels inclusively too, so the
     outline lies on the box's outermost pixels.
     """
-    import cv2
-
     canvas = np.ascontiguousarray(image_bgr.copy())
     h, w = canvas.shape[:2]
     thickness = max(1, int(round(max(h, w) / 800)))

@@ -9,6 +9,7 @@ Linux) a daemon thread polls ``getppid()`` once a second.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -24,8 +25,6 @@ def _set_parent_death_signal(sig: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except (OSError, AttributeError):

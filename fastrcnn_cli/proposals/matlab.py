@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastrcnn_cli.errors import InputError
+from fastrcnn_cli.proposals.cache import SOURCE_IMPORTED, ProposalCache, make_meta
 from fastrcnn_cli.proposals.selective_search import clip_boxes, unique_boxes
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def check_and_clean(
 
     The same rules for every proposal file (.mat and .npy): NaN or infinite coordinates are refused, naming
     the file; boxes reaching outside the image are clipped when they are few and refused when they are many
-    (a wrong layout). ``layout`` None: a file without a layout choice (.npy), so no --mat-layout hint."""
+    (a wrong layout). ``layout`` None: a file without a layout choice (.npy), so no layout hint."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     broken = ~np.isfinite(boxes).all(axis=1)
     if broken.any():
@@ -107,7 +108,7 @@ def check_and_clean(
         if outside.mean() > _OUTSIDE_TOLERANCE:
             worst = boxes[outside][0]
             hint = (
-                f" after reading the file as {layout}); the coordinate layout is probably wrong: try --mat-layout "
+                f" after reading the file as {layout}); the coordinate layout is probably wrong: try the layout "
                 f"{_other(layout)}"
                 if layout is not None
                 else "); boxes must be x1 y1 x2 y2, 0-based pixels of this image"
@@ -137,8 +138,8 @@ def load_proposal_file(
     if isinstance(value, np.ndarray) and value.dtype == object:
         if value.size != 1:
             raise InputError(
-                f"{variable!r} is a cell array of {value.size} entries: a per-data-set file; import it with "
-                "`fastrcnn propose DATA --split SPLIT --import-mat FILE`",
+                f"{variable!r} is a cell array of {value.size} entries: a per-data-set file; import it for the "
+                "whole split of its data set (into a proposal cache), not for one image",
                 path,
             )
         value = value.ravel()[0]
@@ -199,7 +200,7 @@ def read_dataset_mat(
     if isinstance(value, np.ndarray) and value.dtype != object:
         raise InputError(
             f"{variable!r} is one numeric array, not a cell array: a per-image file "
-            "(import it with `fastrcnn propose IMAGE --import-mat FILE`, or put one <id>.mat per image in a "
+            "(import it for its one image, or put one <id>.mat per image in a "
             "folder and give the folder)",
             path,
         )
@@ -219,7 +220,7 @@ def read_dataset_mat(
             raise InputError(
                 f"{variable!r} has {len(entries)} entries but the split lists {len(split_ids)} images; the "
                 "per-data-set files have one entry per image in split order, so this file belongs to "
-                "another split (e.g. voc_2007_test.mat goes with --split test)",
+                "another split (e.g. voc_2007_test.mat goes with the split test)",
                 path,
             )
         by_id = dict(zip(split_ids, entries))
@@ -284,8 +285,6 @@ def import_mat(
     idempotent, a different file is refused (:class:`~fastrcnn_cli.proposals.cache.CacheMismatchError`).
     Returns what was read and the cache folder.
     """
-    from fastrcnn_cli.proposals.cache import SOURCE_IMPORTED, ProposalCache, make_meta
-
     source = Path(source).expanduser()
     if source.is_dir():
         imported = read_image_mats(source, records, layout)

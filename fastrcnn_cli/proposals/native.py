@@ -1,4 +1,4 @@
-"""Our Selective Search: OpenCV's algorithm and choices, native and parallel (``--proposer native``).
+"""Our Selective Search: OpenCV's algorithm and choices, native and parallel (``proposer="native"``).
 
 The grouping work (graph segmentation, region statistics, hierarchical grouping, ranking) is the operator
 ``torch.ops.fastrcnn.selective_search`` of the project's C++ extension (``ops/csrc/selective_search.cpp``,
@@ -23,16 +23,21 @@ fill alone and size alone. Ranking: hierarchy level times a uniform number from 
 generator (:data:`SEED`), so the same image always gives the same boxes in the same order.
 
 The whole image's groupings run on torch's intra-op threads (``torch.set_num_threads``): one image uses every
-core. Data set workers (one process per core) set one thread each (:func:`init_worker`).
+core. Data set workers (one process per core) set one thread each (:func:`init_worker`). This module imports
+torch; :mod:`.selective_search` imports it only when the native proposer is chosen.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
 
 from fastrcnn_cli.errors import BuildError, InputError
+from fastrcnn_cli.ops import _extension
 
 #: graph segmentation smoothing: OpenCV's default ``sigma = 0.8f``, a float widened to double
 SIGMA = float(np.float32(0.8))
@@ -52,8 +57,6 @@ COLOUR_SPACES = {"fast": ("hsv", "lab"), "quality": ("hsv", "lab", "gray", "blue
 
 def colour_space(bgr: np.ndarray, name: str) -> np.ndarray:
     """One of OpenCV's Selective Search colour images of an 8-bit BGR image: uint8 [H, W, C]."""
-    import cv2
-
     if name == "hsv":
         out = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
     elif name == "lab":
@@ -74,8 +77,6 @@ def colour_space(bgr: np.ndarray, name: str) -> np.ndarray:
 
 def smoothed(image: np.ndarray) -> np.ndarray:
     """The graph segmentation's input: float32 Gaussian blur (sigma 0.8, OpenCV's border), [H, W, C]."""
-    import cv2
-
     h, w, c = image.shape
     src = image.astype(np.float32).reshape(h, w) if c == 1 else image.astype(np.float32)
     out = cv2.GaussianBlur(src, (0, 0), SIGMA, sigmaY=SIGMA)
@@ -84,8 +85,6 @@ def smoothed(image: np.ndarray) -> np.ndarray:
 
 def _rotated_box(centre: tuple[float, float], width: int, height: int, angle: float) -> tuple[int, int]:
     """Size of the bounding box of a width x height box turned by ``angle`` (``RotatedRect::boundingRect``)."""
-    import cv2
-
     pts = cv2.boxPoints((centre, (float(width), float(height)), angle))
     x1, y1 = np.floor(pts.min(axis=0))
     x2, y2 = np.ceil(pts.max(axis=0))
@@ -94,16 +93,12 @@ def _rotated_box(centre: tuple[float, float], width: int, height: int, angle: fl
 
 def _split_signs(gradient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positive part, non-positive part): OpenCV's ``threshold`` at 0, TOZERO and TOZERO_INV."""
-    import cv2
-
     positive = cv2.threshold(gradient, 0, 0, cv2.THRESH_TOZERO)[1]
     return positive, cv2.threshold(gradient, 0, 0, cv2.THRESH_TOZERO_INV)[1]
 
 
 def _oriented_derivatives(plane: np.ndarray) -> list[np.ndarray]:
     """The 8 float maps of one channel, in OpenCV's order: x+, x-, y+, y-, x45+, x45-, y45+, y45-."""
-    import cv2
-
     h, w = plane.shape
     maps: list[np.ndarray] = []
     for dx, dy in ((1, 0), (0, 1)):
@@ -129,8 +124,6 @@ def _oriented_derivatives(plane: np.ndarray) -> list[np.ndarray]:
 
 def texture_maps(image: np.ndarray) -> np.ndarray:
     """uint8 [H, W, 8 C]: each oriented derivative map rescaled to 0..255 by its own min and max."""
-    import cv2
-
     h, w, c = image.shape
     maps = [
         cv2.normalize(m, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
@@ -142,14 +135,10 @@ def texture_maps(image: np.ndarray) -> np.ndarray:
 
 def _op() -> Any:
     """torch.ops.fastrcnn.selective_search, building the extension on first use; BuildError if it cannot."""
-    import torch
-
-    from fastrcnn_cli.ops import _extension
-
     try:
         _extension.load_extension(with_cuda=False)
     except BuildError as exc:
-        raise BuildError(f"the native Selective Search (--proposer native) needs the C++ extension: {exc}") from None
+        raise BuildError(f"the native Selective Search (proposer 'native') needs the C++ extension: {exc}") from None
     op = getattr(torch.ops.fastrcnn, "selective_search", None)
     if op is None:  # pragma: no cover - a library built before the operator existed
         raise BuildError("the loaded C++ extension has no selective_search operator; delete its build folder")
@@ -170,8 +159,6 @@ def search_spaces(
 ) -> np.ndarray:
     """Selective Search over the given colour images (uint8 [H, W, C] each), every (image, k, strategy)
     grouping: [N, 4] int64 ``(x, y, w, h)`` rectangles, ranked, without duplicates (OpenCV's ``process()``)."""
-    import torch
-
     op = _op()
 
     def features(im: np.ndarray) -> tuple[Any, Any, Any]:
@@ -179,8 +166,6 @@ def search_spaces(
 
     threads = min(len(images), torch.get_num_threads())
     if threads > 1:  # OpenCV's filters release the GIL: the colour spaces' inputs are made side by side too
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(threads) as pool:
             feats = list(pool.map(features, images))
     else:
@@ -200,14 +185,10 @@ def native_rects(small_bgr: np.ndarray, mode: str, seed: int = SEED) -> np.ndarr
 
 def graph_segmentation(image: np.ndarray, k: float, min_region: int = MIN_REGION) -> np.ndarray:
     """Our graph segmentation of a uint8 [H, W, C] image (labels int32 [H, W]), for comparisons with OpenCV's."""
-    import torch
-
     _op()
     return torch.ops.fastrcnn.graph_segmentation(torch.from_numpy(smoothed(image)), float(k), int(min_region)).numpy()
 
 
 def init_worker() -> None:
     """Data set worker processes (one per core): one thread for the native operator."""
-    import torch
-
     torch.set_num_threads(1)

@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from fastrcnn_cli.data.voc import ImageRecord
 
 
@@ -73,49 +71,23 @@ class RecallReport:
             "difficult boxes excluded; MABO = mean over classes of the average best overlap",
         }
 
-    def table(self) -> Table:
-        from rich.table import Table
-
-        table = Table(
-            title=f"Proposal recall: {self.num_images} images, {self.mean_proposals:.0f} proposals/image",
-            caption=(
-                f"difficult boxes excluded ({self.difficult_excluded}); "
-                "ABO = average best overlap, MABO = mean of the classes' ABO"
-                + (f"; {len(self.missing_images)} images had no proposals" if self.missing_images else "")
-            ),
-        )
-        table.add_column("class")
-        table.add_column("boxes", justify="right")
-        for t in self.thresholds:
-            table.add_column(f"recall@{t:g}", justify="right")
-        table.add_column("ABO", justify="right")
-        for c in self.per_class:
-            table.add_row(c.name, str(c.num_boxes), *(_fmt(c.recall[t]) for t in self.thresholds), _fmt(c.abo))
-        o = self.overall
-        table.add_section()
-        table.add_row(
-            "[bold]all[/bold]", str(o.num_boxes), *(f"[bold]{_fmt(o.recall[t])}[/bold]" for t in self.thresholds),
-            f"[bold]{_fmt(o.abo)}[/bold]",
-        )
-        table.add_row("MABO", "", *("" for _ in self.thresholds), f"[bold]{_fmt(self.mabo)}[/bold]")
-        return table
-
     def summary(self) -> str:
-        parts = [f"recall@{t:g} {_fmt(self.overall.recall[t])}" for t in self.thresholds]
-        return ", ".join(parts) + f", MABO {_fmt(self.mabo)} ({self.overall.num_boxes} boxes)"
+        parts = [f"recall@{t:g} {fmt(self.overall.recall[t])}" for t in self.thresholds]
+        return ", ".join(parts) + f", MABO {fmt(self.mabo)} ({self.overall.num_boxes} boxes)"
 
 
 def _num(x: float) -> float | None:
     return None if x != x else round(float(x), 4)  # NaN -> null in JSON
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
+    """A recall or overlap for people: three decimals, "-" for none (NaN)."""
     return "-" if x != x else f"{x:.3f}"
 
 
 def best_overlaps(gt_boxes: np.ndarray, proposals: np.ndarray | None) -> np.ndarray:
     """For each ground-truth box, its best IoU with any proposal (0 when there is none)."""
-    from fastrcnn_cli.boxes import iou
+    from fastrcnn_cli.boxes import iou  # here: boxes imports torch, which the proposals package never needs
 
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
     if proposals is None or len(proposals) == 0 or len(gt_boxes) == 0:

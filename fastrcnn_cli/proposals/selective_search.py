@@ -5,10 +5,10 @@ boxes per image, computed beforehand (about 2 s per image, not counted in its te
 proposals come from ``cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()`` with
 ``switchToSelectiveSearchFast()`` (HSV and Lab images, graph segmentations with k = 150, 300, 450, two
 merging strategies: 12 hierarchical groupings) or ``switchToSelectiveSearchQuality()`` (five colour
-images, k = 150 .. 750, four strategies: 100 groupings; measured 3.3x the CPU time of fast mode on a
-raccoon photo).
+images, k = 150 .. 750, four strategies: 100 groupings; about 3 times the CPU time of fast mode).
 
-Steps of :func:`selective_search`, for an image of W x H pixels and :class:`ProposalSettings` ``s``:
+Steps of :func:`selective_search`, for an image of W x H pixels and
+:class:`~fastrcnn_cli.proposal_settings.ProposalSettings` ``s``:
 
 1. **Resize.** When ``max(W, H) > s.max_side`` the image is resized (``INTER_AREA``) to
    ``Ws = round(W * f)`` x ``Hs = round(H * f)`` with ``f = s.max_side / max(W, H)``; smaller images are
@@ -42,10 +42,8 @@ runs, the set of boxes does not.
 
 **Threads.** OpenCV's Selective Search is serial C++ (the graph segmentation, the per-region histograms
 and the greedy grouping are plain loops); only the helper filters it calls (colour conversion, Gaussian
-blur, Scharr, warpAffine, calcHist) use OpenCV's thread pool. Measured on the 2-core development machine
-(busy with other jobs, so roughly), ten 500-pixel raccoon photos: 1.15 s wall / 1.24 s CPU per image with
-2 OpenCV threads against 1.40 s wall / 1.20 s CPU with 1 thread, i.e. threads buy under 20% of one image's
-wall time and no throughput. So data sets are processed by one worker *process* per core, each with
+blur, Scharr, warpAffine, calcHist) use OpenCV's thread pool: threads shorten one image's wall time a
+little and buy no throughput (``docs/measurements.md``). So data sets are processed by one worker *process* per core, each with
 ``cv2.setNumThreads(1)`` (set by :func:`init_worker`), which keeps every core busy without
 oversubscribing them; a single image (the command line's image mode, or a caller in-process) keeps
 OpenCV's default thread count, where the threads do shorten its wall time a little.
@@ -56,79 +54,36 @@ the reference every result so far was measured with) or ``native``, ours
 times faster, with every core on one image, and its own seeded ranking). Steps 1 and 3-5 are the same for
 both.
 
-This module imports neither torch nor the rest of the package's heavy modules, so worker processes start
-quickly (the native proposer imports torch when first used).
+This module does not import torch, so worker processes start quickly (the native proposer imports it when
+first used).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import io
 import os
+import signal
 import time
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from fastrcnn_cli.errors import InputError
+from fastrcnn_cli.imagefile import apply_orientation, exif_orientation
+from fastrcnn_cli.io import read_image
+from fastrcnn_cli.proposal_settings import ProposalSettings  # re-exported: the settings these steps follow
 
-MODES = ("fast", "quality")
-PROPOSERS = ("opencv", "native")
 #: seed given to the C library's srand() before every Selective Search call (glibc's default seed)
 RAND_SEED = 1
 #: images with more pixels than this are refused (OpenCV's own decoder limit is 2**30)
 MAX_IMAGE_PIXELS = 1 << 30
-
-
-@dataclass(frozen=True)
-class ProposalSettings:
-    """How proposals are made. Recorded in every proposal cache (and checked on reuse) and in checkpoints.
-
-    ``min_size`` defaults to 20 pixels, the ``minBoxWidth`` of the original R-CNN / Fast R-CNN Selective
-    Search scripts (``selective_search_boxes.m``: boxes narrower or shorter than 20 pixels are dropped).
-    A box of under 20 pixels covers about one cell of a stride-16 feature map at the original's 600-pixel
-    scale, so its RoI-pooled features carry little; dropping them also leaves more of the ``top`` budget
-    for useful boxes. On the raccoon data set it costs no recall (see the issue note); the cap of
-    step 4 (never larger than the image) keeps tiny images usable.
-    """
-
-    mode: str = "fast"  #: "fast" | "quality" (OpenCV's switchToSelectiveSearchFast / ...Quality)
-    max_side: int = 500  #: Selective Search runs on a copy whose longer side is at most this
-    top: int = 2000  #: keep at most this many boxes, in OpenCV's order
-    min_size: int = 20  #: minimum box width and height, in original pixels
-    proposer: str = "opencv"  #: "opencv" | "native" (ours, :mod:`fastrcnn_cli.proposals.native`)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"unknown proposal mode {self.mode!r} (choose {' or '.join(MODES)})")
-        if self.proposer not in PROPOSERS:
-            raise InputError(f"unknown proposer {self.proposer!r} (choose {' or '.join(PROPOSERS)})")
-        for name, low in (("max_side", 16), ("top", 1), ("min_size", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise InputError(f"proposal setting {name} must be an integer >= {low}, got {value!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as recorded in caches and checkpoints. ``proposer`` is left out when it is the default
-        (``opencv``), so caches and checkpoints made before it existed keep matching their settings."""
-        data = {k: (int(v) if not isinstance(v, str) else v) for k, v in asdict(self).items()}
-        if data["proposer"] == "opencv":
-            del data["proposer"]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProposalSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown proposal settings {unknown} (known: {sorted(known)})")
-        return cls(**data)
-
-    def describe(self) -> str:
-        text = f"{self.mode} mode, max side {self.max_side}, top {self.top}, min size {self.min_size}"
-        return text if self.proposer == "opencv" else f"{text}, {self.proposer} proposer"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -136,20 +91,15 @@ class ProposalSettings:
 
 
 def opencv_version() -> str:
-    import cv2
-
     return str(cv2.__version__)
 
 
-def _check_opencv() -> Any:
-    import cv2
-
+def _check_opencv() -> None:
     if not hasattr(cv2, "ximgproc") or not hasattr(cv2.ximgproc, "segmentation"):
         raise InputError(
             "this OpenCV build has no cv2.ximgproc.segmentation (Selective Search); install "
             "opencv-contrib-python instead of opencv-python"
         )
-    return cv2
 
 
 _C_SRAND: Any = None
@@ -177,10 +127,6 @@ def _c_srand(seed: int) -> None:
 
 def init_worker() -> None:
     """Initialiser of data set worker processes: one OpenCV thread each (see the module docstring)."""
-    import signal
-
-    import cv2
-
     cv2.setNumThreads(1)
     global _IN_WORKER
     _IN_WORKER = True  # the native proposer then runs on one thread (set when it is first used)
@@ -198,8 +144,6 @@ def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
-    import cv2
-
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"an image must be a non-empty [H, W] or [H, W, C] array, got shape {image.shape}")
@@ -220,7 +164,7 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 
 def _opencv_rects(small_bgr: np.ndarray, mode: str) -> np.ndarray:
     """OpenCV's Selective Search on an 8-bit BGR image: [N, 4] int (x, y, w, h), in OpenCV's order."""
-    cv2 = _check_opencv()
+    _check_opencv()
     ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     ss.setBaseImage(small_bgr)
     if mode == "quality":
@@ -239,7 +183,7 @@ def opencv_single_config_rects(image: np.ndarray, k: float, strategy: int, min_r
     operator's codes (0 colour+fill+texture+size, 1 fill+texture+size, 2 fill, 3 size). The side-by-side
     harness compares this with the native proposer's same grouping.
     """
-    cv2 = _check_opencv()
+    _check_opencv()
     seg = cv2.ximgproc.segmentation
     ss = seg.createSelectiveSearchSegmentation()
     ss.setBaseImage(image)
@@ -269,7 +213,7 @@ def opencv_single_config_rects(image: np.ndarray, k: float, strategy: int, min_r
 def _rects(small_bgr: np.ndarray, settings: ProposalSettings) -> np.ndarray:
     """The chosen proposer's ``(x, y, w, h)`` rectangles of the resized image, in its order."""
     if settings.proposer == "native":
-        from fastrcnn_cli.proposals import native
+        from fastrcnn_cli.proposals import native  # here: it imports torch, which OpenCV's proposer never needs
 
         if _IN_WORKER:
             native.init_worker()
@@ -345,8 +289,6 @@ def _search_resized(
     small: np.ndarray, size: tuple[int, int], settings: ProposalSettings, timing: Timing | None = None
 ) -> np.ndarray:
     """Resize ``small`` (already at most the original size) to the Selective Search size and search."""
-    import cv2
-
     w, h = size
     ws, hs = scaled_size(w, h, settings.max_side)
     t0 = time.perf_counter()
@@ -380,20 +322,12 @@ def selective_search(image_bgr: np.ndarray, settings: ProposalSettings | None = 
 
 def _header_size(data: np.ndarray) -> tuple[int, int] | None:
     """(width, height) from the file header without decoding the pixels; None if PIL cannot tell."""
-    import io as _io
-
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return None
-    import warnings
-
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves; only the header is read here
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(_io.BytesIO(data.tobytes())) as im:  # lazy: reads the header only
+            with Image.open(io.BytesIO(data.tobytes())) as im:  # lazy: reads the header only
                 return int(im.size[0]), int(im.size[1])
     except Exception:  # noqa: BLE001 - any failure: let OpenCV decide and report
         return None
@@ -411,10 +345,6 @@ def read_image_for_proposals(path: str | os.PathLike, max_side: int) -> tuple[np
     instead of a 1.2 GB one. EXIF orientation is applied, as by ``read_image``: (W, H) is the upright image's.
     Raises :class:`InputError` naming the file.
     """
-    import cv2
-
-    from fastrcnn_cli.io import read_image
-
     path = Path(path)
     if not path.exists():
         raise InputError("no such file", path)
@@ -444,8 +374,6 @@ def read_image_for_proposals(path: str | os.PathLike, max_side: int) -> tuple[np
             image = cv2.imdecode(data, flag | cv2.IMREAD_IGNORE_ORIENTATION)
             if image is None or image.size == 0:
                 raise InputError("not a readable image (corrupt, or a format OpenCV cannot decode)", path)
-            from fastrcnn_cli.imagefile import apply_orientation, exif_orientation
-
             orientation = exif_orientation(data)
             if orientation >= 5:  # turned by 90 degrees
                 w, h = h, w
@@ -459,8 +387,6 @@ def proposals_for_file(
     path: str | os.PathLike, settings: ProposalSettings, timing: Timing | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Selective Search proposals of an image file: (boxes [N, 4] float32, (W, H)). Errors name the file."""
-    import cv2
-
     t0 = time.perf_counter()
     small, size = read_image_for_proposals(path, settings.max_side)
     if timing is not None:
@@ -471,5 +397,5 @@ def proposals_for_file(
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__
         raise InputError(f"OpenCV's Selective Search failed: {message}", path) from None
     except MemoryError:
-        raise InputError("out of memory during Selective Search (try a smaller --max-side)", path) from None
+        raise InputError("out of memory during Selective Search (try a smaller max_side)", path) from None
     return boxes, size
