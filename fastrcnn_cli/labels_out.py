@@ -92,8 +92,11 @@ class WrittenLabels:
 
     def describe(self) -> str:
         what = {"voc": "VOC data set", "yolo": "YOLO data set", "crops": "crops"}[self.kind]
-        counted = f"{self.boxes} crop(s) of {self.images} image(s)" if self.kind == "crops" else (
-            f"{self.images} image(s), {self.boxes} box(es)")
+        counted = (
+            f"{self.boxes} crop(s) of {self.images} image(s)"
+            if self.kind == "crops"
+            else (f"{self.images} image(s), {self.boxes} box(es)")
+        )
         dropped = f"; {self.left_out} detection(s) under a pixel wide or high left out" if self.left_out else ""
         return f"{what} {self.path}: {counted}{dropped}"
 
@@ -185,8 +188,9 @@ class LabelsOut:
 
     # -- each format ---------------------------------------------------------------------------------
 
-    def _image_file(self, folder: Path, image_id: str, image: np.ndarray, source: Path | None,
-                    readable: Sequence[str]) -> str:
+    def _image_file(
+        self, folder: Path, image_id: str, image: np.ndarray, source: Path | None, readable: Sequence[str]
+    ) -> str:
         """Put the image into ``folder``; its file name there."""
         folder.mkdir(parents=True, exist_ok=True)
         suffix = source.suffix.lower() if source is not None else ""
@@ -198,11 +202,13 @@ class LabelsOut:
             write_image(folder / name, image)
         return name
 
-    def _add_voc(self, out: _Output, image_id: str, image: np.ndarray, source: Path | None,
-                 boxes: np.ndarray, labels: np.ndarray) -> None:
+    def _add_voc(
+        self, out: _Output, image_id: str, image: np.ndarray, source: Path | None, boxes: np.ndarray, labels: np.ndarray
+    ) -> None:
         height, width = image.shape[:2]
-        file_name = self._image_file(out.work / "JPEGImages", image_id, image, source,
-                                     [s for s in VOC_IMAGE_SUFFIXES if s == s.lower()])
+        file_name = self._image_file(
+            out.work / "JPEGImages", image_id, image, source, [s for s in VOC_IMAGE_SUFFIXES if s == s.lower()]
+        )
         keep = []
         for i, box in enumerate(boxes):
             stored = from_voc(*to_voc(box))  # as the annotation will hold it: whole pixels
@@ -215,8 +221,16 @@ class LabelsOut:
         atomic_write_text(out.work / "Annotations" / f"{image_id}.xml", xml)
         out.listed.append(image_id)
 
-    def _add_yolo(self, out: _Output, image_id: str, image: np.ndarray, source: Path | None,
-                  boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
+    def _add_yolo(
+        self,
+        out: _Output,
+        image_id: str,
+        image: np.ndarray,
+        source: Path | None,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
         height, width = image.shape[:2]
         file_name = self._image_file(out.work / "images", image_id, image, source, IMAGE_SUFFIXES)
         fmt = f"{{:.{YOLO_DECIMALS}f}}"
@@ -235,7 +249,7 @@ class LabelsOut:
     def _add_crops(self, out: _Output, image_id: str, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> None:
         height, width = image.shape[:2]
         for n, (box, label) in enumerate(zip(boxes, labels), start=1):
-            x1, y1, x2, y2 = (int(round(float(v))) for v in box)  # inclusive corners
+            x1, y1, x2, y2 = (round(float(v)) for v in box)  # inclusive corners
             x1, x2 = min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)
             y1, y2 = min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)
             crop = image[y1 : max(y1, y2) + 1, x1 : max(x1, x2) + 1]

@@ -195,7 +195,7 @@ class VideoReader:
     def close(self) -> None:
         self._capture.release()
 
-    def __enter__(self) -> VideoReader:
+    def __enter__(self) -> VideoReader:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -221,14 +221,18 @@ class AnnotatedVideoWriter:
         self.frames = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem[:100]}.", suffix=f".partial{suffix}", dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.stem[:100]}.", suffix=f".partial{suffix}", dir=self.path.parent
+            )
         except OSError as exc:
             raise OutputError(f"cannot write here ({os_reason(exc)})", self.path) from None
         os.fchmod(fd, NEW_FILE_MODE)  # mkstemp makes 0600 files
         os.close(fd)
         self._tmp = Path(tmp)
         with _quiet_opencv():
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*FOURCC[suffix]), float(fps), self.size)
+            self._writer = cv2.VideoWriter(
+                str(self._tmp), cv2.VideoWriter_fourcc(*FOURCC[suffix]), float(fps), self.size
+            )
         if not self._writer.isOpened():
             self._tmp.unlink(missing_ok=True)
             raise OutputError(f"OpenCV cannot write {suffix} video here ({FOURCC[suffix]} codec)", self.path)
@@ -254,7 +258,7 @@ class AnnotatedVideoWriter:
         self._writer.release()
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> AnnotatedVideoWriter:
+    def __enter__(self) -> AnnotatedVideoWriter:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:

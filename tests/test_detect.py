@@ -257,6 +257,22 @@ def test_document_lists_images_failures_and_coco() -> None:
     assert doc["coco"] == [{"image_id": 1, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 3.0], "score": 0.75}]
 
 
+def test_document_ids_are_integers_stable_when_an_image_fails_or_from_a_ground_truth() -> None:
+    det = Detections("x", [[1, 2, 3, 4]], [0.75], [0])
+    outcomes = [
+        ImageOutcome(Path("d/cat.jpg"), None, det, (50, 40)),
+        ImageOutcome(Path("d/bad.jpg"), error="not a readable image"),
+        ImageOutcome(Path("e/dog.png"), None, det, (50, 40)),
+    ]
+    doc = build_document(outcomes, ["cat"], weights=None, settings={}, device="cpu")
+    assert doc["version"] == 2 and doc["videos"] == []
+    assert [i["image_id"] for i in doc["images"]] == [1, 3] == [c["image_id"] for c in doc["coco"]]
+    ids = {Path("d/cat.jpg"): 17, Path("d/bad.jpg"): 4, Path("e/dog.png"): 5}
+    doc = build_document(outcomes, ["cat"], weights=None, settings={}, device="cpu", image_ids=ids, category_ids=[9])
+    assert [(c["image_id"], c["category_id"]) for c in doc["coco"]] == [(17, 9), (5, 9)]
+    assert doc["categories"] == [{"id": 9, "name": "cat"}] and doc["images"][0]["detections"][0]["category_id"] == 9
+
+
 # ------------------------------------------------------------------------------------------------------------
 # drawing
 # ------------------------------------------------------------------------------------------------------------

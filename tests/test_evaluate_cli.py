@@ -247,7 +247,8 @@ def test_metric_coco_equals_pycocotools_run_on_the_files_it_wrote(
     assert payload["headline"] == "coco" and payload["map"] == expected["ap"]
     assert 0.2 < expected["ap"] < expected["ap50"] <= 1.0  # a detector that finds shapes, not exactly
     assert json.loads((out / "results.json").read_text())["coco"] == payload["coco"]
-    assert payload["coco_files"] == {"ground_truth": str(out / "coco_gt.json"), "results": str(out / "coco_results.json")}
+    files = {"ground_truth": str(out / "coco_gt.json"), "results": str(out / "coco_results.json")}
+    assert payload["coco_files"] == files
     # a class without ground truth is reported as such, and the mean is over the others only
     classes = payload["coco"]["classes"]
     for c in classes:
@@ -288,7 +289,8 @@ def test_metric_coco_on_a_coco_data_set_keeps_its_image_ids_category_ids_and_are
     payload = json.loads(result.stdout)
     gt = json.loads((out / "coco_gt.json").read_text())
     results = json.loads((out / "coco_results.json").read_text())
-    assert sorted((im["id"], im["width"], im["height"]) for im in gt["images"]) == [(11, 64, 48), (12, 64, 48), (13, 64, 48)]
+    images = sorted((im["id"], im["width"], im["height"]) for im in gt["images"])
+    assert images == [(11, 64, 48), (12, 64, 48), (13, 64, 48)]
     assert sorted((c["id"], c["name"]) for c in gt["categories"]) == [(3, "cat"), (7, "dog"), (12, "zebra")]
     areas = {(a["image_id"], a["category_id"]): (a["area"], a["iscrowd"]) for a in gt["annotations"]}
     assert areas[(11, 12)] == (500.5, 0) and areas[(11, 3)] == (pytest.approx(36.0), 1)

@@ -57,19 +57,31 @@ def reference(synthetic_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return tmp / "runs" / "train", cache
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_then_resume_is_bit_identical(reference, synthetic_voc: Path, tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(
+    "sig,group",
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-to-the-group"],
+)
+def test_interrupt_then_resume_is_bit_identical(
+    reference, synthetic_voc: Path, tmp_path: Path, sig: int, group: bool
+) -> None:
+    """``group``: the signal goes to the whole process group, as a terminal's Ctrl-C does, so it reaches the
+    data workers too (two of them here, one in the reference: the losses must not depend on it)."""
     ref_dir, cache = reference
     run_dir = tmp_path / "runs" / "train"
     log = tmp_path / "stderr.txt"
+    extra = ("--workers", "2") if group else ()
     with open(log, "w") as stderr:
-        proc = subprocess.Popen(train_cmd(synthetic_voc, tmp_path / "runs", cache), env=ENV, stderr=stderr,
-                                stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(train_cmd(synthetic_voc, tmp_path / "runs", cache, *extra), env=ENV, stderr=stderr,
+                                stdout=subprocess.DEVNULL, start_new_session=group)
     deadline = time.monotonic() + 600
     while not (run_dir / "last.pt").is_file():  # the first checkpoint (iteration 3); the signal lands later
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.1)
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     assert proc.wait(timeout=300) == 130, log.read_text()[-3000:]
     rest = log.read_text()
     assert "Resume with" in rest and "Traceback" not in rest, rest

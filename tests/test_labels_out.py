@@ -59,7 +59,9 @@ def by_stem(dataset) -> dict:
     return {r.id.replace("_", " ") if r.id.startswith("holiday") else r.id: r for r in dataset.records}
 
 
-def test_save_voc_is_a_data_set_validate_reads_with_the_detected_boxes(photos: dict, checkpoint: Path, tmp_path: Path) -> None:
+def test_save_voc_is_a_data_set_validate_reads_with_the_detected_boxes(
+    photos: dict, checkpoint: Path, tmp_path: Path
+) -> None:
     voc, doc_path = tmp_path / "labelled", tmp_path / "d.json"
     result = detect(photos, checkpoint, "--save-voc", voc, "--save-json", doc_path)
     assert result.exit_code == 0, result.output
@@ -139,11 +141,21 @@ def test_coco_results_use_the_ground_truths_ids(photos: dict, checkpoint: Path, 
     category = {name: 10 * (k + 1) + 7 for k, name in enumerate(SHAPES)}
     gt = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for n, i in category.items()][::-1]}
     for n, (stem, record) in enumerate(sorted(photos["records"].items())):
-        gt["images"].append({"id": 900 + 3 * n, "file_name": f"{stem}.jpg", "width": record.width, "height": record.height})
+        gt["images"].append(
+            {"id": 900 + 3 * n, "file_name": f"{stem}.jpg", "width": record.width, "height": record.height}
+        )
         for box, label in zip(record.boxes, record.labels):
             bbox = to_coco(box)
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": 900 + 3 * n, "iscrowd": 0,
-                                      "category_id": category[SHAPES[label]], "bbox": bbox, "area": bbox[2] * bbox[3]})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": 900 + 3 * n,
+                    "iscrowd": 0,
+                    "category_id": category[SHAPES[label]],
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                }
+            )
     gt["images"].append({"id": 5, "file_name": "not_given.jpg", "width": 10, "height": 10})
     gt_path, results = tmp_path / "instances_test.json", tmp_path / "results.json"
     gt_path.write_text(json.dumps(gt))
@@ -166,8 +178,13 @@ def test_coco_results_use_the_ground_truths_ids(photos: dict, checkpoint: Path, 
     # an image the ground truth lacks, or a ground truth without a class of the model: refused before any work
     del gt["images"][0]
     gt_path.write_text(json.dumps(gt))
-    assert_clean_failure(detect(photos, checkpoint, "--save-coco", results, "--coco-gt", gt_path), 1,
-                         "instances_test.json", "1 image(s) have no entry", "holiday 0.jpg")
+    assert_clean_failure(
+        detect(photos, checkpoint, "--save-coco", results, "--coco-gt", gt_path),
+        1,
+        "instances_test.json",
+        "1 image(s) have no entry",
+        "holiday 0.jpg",
+    )
     gt_path.write_text("{not json")
     assert_clean_failure(detect(photos, checkpoint, "--coco-gt", gt_path), 1, "instances_test.json", "not valid JSON")
 

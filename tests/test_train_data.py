@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from fastrcnn_cli.data.voc import ImageRecord, load_dataset

@@ -122,7 +122,9 @@ def test_sources_sort_videos_cameras_and_urls_up_front(clip: Path, tmp_path: Pat
     # output paths: a file for one video, else a folder with the videos' names (clear of the images')
     assert plan_video_outputs(expand_sources([clip]), tmp_path / "o.mp4") == [tmp_path / "o.mp4"]
     srcs = expand_sources([clip, image])
-    assert plan_video_outputs(srcs, tmp_path / "out", plan_outputs(srcs, tmp_path / "out")) == [tmp_path / "out" / "clip.mp4"]
+    assert plan_video_outputs(srcs, tmp_path / "out", plan_outputs(srcs, tmp_path / "out")) == [
+        tmp_path / "out" / "clip.mp4"
+    ]
     assert plan_video_outputs(expand_sources(["3"]), tmp_path / "out") == [tmp_path / "out" / "camera3.mp4"]
     with pytest.raises(InputError, match="image file name, but the source is a video"):
         plan_video_outputs(expand_sources([clip]), tmp_path / "o.png")
@@ -135,7 +137,9 @@ def test_sources_sort_videos_cameras_and_urls_up_front(clip: Path, tmp_path: Pat
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_cli_video_writes_every_frame_annotated_and_per_frame_json(clip: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_cli_video_writes_every_frame_annotated_and_per_frame_json(
+    clip: Path, checkpoint: Path, tmp_path: Path
+) -> None:
     out, doc_path = tmp_path / "out.mp4", tmp_path / "frames.json"
     result = run("detect", clip, "--out", out, "--save-json", doc_path, "--weights", checkpoint, "--conf", "0",
                  "--max-det", "2")  # fmt: skip
@@ -175,7 +179,7 @@ def test_cli_vid_stride_keeps_the_duration(clip: Path, checkpoint: Path, tmp_pat
 def test_cli_images_and_videos_together_one_model_load(
     clip: Path, checkpoint: Path, synthetic_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fastrcnn_cli.pipeline as pipeline
+    from fastrcnn_cli import pipeline
 
     loads = []
     original = pipeline.load_detector
@@ -193,7 +197,7 @@ def test_cli_images_and_videos_together_one_model_load(
 def test_cli_corrupt_video_is_named_before_the_model_loads(
     clip: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fastrcnn_cli.pipeline as pipeline
+    from fastrcnn_cli import pipeline
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded")
@@ -210,8 +214,10 @@ def test_cli_corrupt_video_is_named_before_the_model_loads(
     assert str(clip) not in result.output
 
 
-def test_cli_camera_that_does_not_open_and_urls_are_clear_failures(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fastrcnn_cli.pipeline as pipeline
+def test_cli_camera_that_does_not_open_and_urls_are_clear_failures(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastrcnn_cli import pipeline
 
     monkeypatch.setattr(pipeline, "load_detector", lambda *a, **k: pytest.fail("the model was loaded"))
     real = cv2.VideoCapture  # camera 0 as on a machine without one, whatever this machine has
@@ -235,7 +241,9 @@ def test_cli_camera_stream_until_it_ends(
     """A camera (here OpenCV reading the test clip in its place) is processed like a live video: times from the
     clock, no frame count, and `camera0.mp4` in an output folder."""
     real = cv2.VideoCapture
-    monkeypatch.setattr(cv2, "VideoCapture", lambda source, *a: real(str(clip)) if isinstance(source, int) else real(source, *a))
+    monkeypatch.setattr(
+        cv2, "VideoCapture", lambda source, *a: real(str(clip)) if isinstance(source, int) else real(source, *a)
+    )
     out = tmp_path / "out"
     result = run("detect", "0", "--out", out, "--vid-stride", "4", "--weights", checkpoint, "--json")
     assert result.exit_code == 0, result.output
@@ -246,7 +254,9 @@ def test_cli_camera_stream_until_it_ends(
     assert "[1/?] camera 0 frame 0" in result.stderr
 
 
-def test_cli_ctrl_c_keeps_the_frames_done(clip: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_ctrl_c_keeps_the_frames_done(
+    clip: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fastrcnn_cli.detect import Detector
 
     calls = []
@@ -272,5 +282,9 @@ def test_cli_ctrl_c_keeps_the_frames_done(clip: Path, checkpoint: Path, tmp_path
 
 def test_cli_video_refuses_proposal_files_and_image_outputs(clip: Path, checkpoint: Path, tmp_path: Path) -> None:
     np.save(tmp_path / "p.npy", np.zeros((1, 4), np.float32))
-    assert_clean_failure(run("detect", clip, "--weights", checkpoint, "--proposals", tmp_path / "p.npy"), 1, "per image")
-    assert_clean_failure(run("detect", clip, "--weights", checkpoint, "--out", tmp_path / "v.png"), 1, "video file name")
+    assert_clean_failure(
+        run("detect", clip, "--weights", checkpoint, "--proposals", tmp_path / "p.npy"), 1, "per image"
+    )
+    assert_clean_failure(
+        run("detect", clip, "--weights", checkpoint, "--out", tmp_path / "v.png"), 1, "video file name"
+    )

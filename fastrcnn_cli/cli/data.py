@@ -30,7 +30,9 @@ def validate(
                             "ImageSets/Main/), COCO (annotations/instances_<split>.json) or YOLO (images/ + labels/)."),
     ],
     split: Annotated[
-        str, split_option("Split name: VOC's ImageSets/Main/<split>.txt, COCO's JSON file (name or path), YOLO's folder or list.")
+        str,
+        split_option("Split name: VOC's ImageSets/Main/<split>.txt, COCO's JSON file (name or path), YOLO's folder "
+                     "or list."),
     ] = "trainval",
     classes: ClassesOption = None,
     strict: StrictOption = False,

@@ -14,41 +14,17 @@ walks every command's options and checks that each numeric one has a range and t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import typer
 
-#: the default upper bound of integer options: far above any sensible count, far below any overflow
-MAX_INT = 1_000_000_000
+from fastrcnn_cli.fields import MAX_INT, Interval
 
 
 @dataclass(frozen=True)
-class Range:
-    """A numeric option's type and allowed interval; call it on the option's text to parse and check it."""
-
-    kind: type = int
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    allow_inf: bool = False  #: +inf is a meaningful value ("no limit"), e.g. a clipping norm
-
-    def describe(self) -> str:
-        what = "an integer" if self.kind is int else "a number"
-        lo = "" if self.lo is None else f"{_num(self.lo)} {'<' if self.lo_open else '<='} "
-        hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {_num(self.hi)}"
-        text = f"{what}, {lo}x{hi}" if (lo or hi) else what
-        return text + " or inf" if self.allow_inf else text
-
-    def contains(self, value: float) -> bool:
-        if isinstance(value, float) and not math.isfinite(value):
-            return self.allow_inf and value == math.inf
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            return False
-        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
-            return False
-        return True
+class Range(Interval):
+    """A numeric option's type and allowed interval (:class:`fastrcnn_cli.fields.Interval`, which settings fields
+    declare too); call it on the option's text to parse and check it."""
 
     def __call__(self, text: object) -> int | float:
         if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -62,10 +38,6 @@ class Range:
         if not self.contains(value):
             raise typer.BadParameter(f"{text} is not allowed ({self.describe()})")
         return self.kind(value)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def count(lo: int = 1, hi: int = MAX_INT) -> Range:

@@ -293,10 +293,10 @@ def default_workers(device: torch.device) -> int:
     """DataLoader workers when ``workers`` is not given.
 
     On CUDA, preparing images (JPEG decoding, resizing, jitter, RoI sampling) is what bounds the speed: up to
-    :data:`MAX_DEFAULT_WORKERS_CUDA`, one core left to the training process. On a CPU the network's arithmetic
-    is most of an iteration and uses every core, so workers win only the time spent waiting for files and
-    decoding: one core in four, at most :data:`MAX_DEFAULT_WORKERS_CPU`, and none on a machine of fewer than four
-    cores (docs/training.md has the measurement)."""
+    :data:`MAX_DEFAULT_WORKERS_CUDA`, one core left to the training process. On a CPU, preparing the images is a
+    few percent of an iteration, the network's arithmetic the rest, and it already uses every core: workers
+    can only hide those few percent, and each takes cycles from the arithmetic. So one worker per four cores,
+    at most :data:`MAX_DEFAULT_WORKERS_CPU`, and none on a machine of fewer than four cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if device.type == "cuda":
         return max(0, min(MAX_DEFAULT_WORKERS_CUDA, cores - 1))

@@ -202,9 +202,8 @@ class TrainSettings:
     name: str = setting("train", "Run folder name (train, train2, ...).", panel=RUN)
     workers: int | None = setting(
         None,
-        "Worker processes preparing data: training images (0: in the training process; default: "
-        "fastrcnn_cli.training.data.default_workers, up to 4 on a CPU, 8 on CUDA) and missing proposals "
-        "(default: all cores).",
+        "Worker processes preparing data: the training images (0: in the training process; default: on CUDA "
+        "one per core up to 8, on a CPU one per 4 cores up to 4) and missing proposals (default: all cores).",
         panel=RUN, interval=count(0, 1024), aliases=("-j",), envvar="FASTRCNN_WORKERS",
     )
     # proposals (the defaults are ProposalSettings', so a cache made by `fastrcnn propose` matches)
