@@ -25,9 +25,14 @@ _NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
 class Interrupted(FastRCNNError):
-    """Work stopped by Ctrl-C or SIGTERM (exit code 130); the message says what was saved and how to go on."""
+    """Work stopped by Ctrl-C or SIGTERM (exit code 130); the message says what was saved. ``resumable``: the
+    run folder that can be resumed from there (the command line says how)."""
 
     exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str, resumable: object | None = None) -> None:
+        super().__init__(message)
+        self.resumable = resumable
 
 
 class DeferredStop:

@@ -59,14 +59,15 @@ def reference(synthetic_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.mark.parametrize(
     "sig,group",
-    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
-    ids=["SIGINT", "SIGTERM", "SIGINT-to-the-group"],
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-to-the-group"],
 )
 def test_interrupt_then_resume_is_bit_identical(
     reference, synthetic_voc: Path, tmp_path: Path, sig: int, group: bool
 ) -> None:
-    """``group``: the signal goes to the whole process group, as a terminal's Ctrl-C does, so it reaches the
-    data workers too (two of them here, one in the reference: the losses must not depend on it)."""
+    """``group``: the signal goes to the whole process group, as a job scheduler's SIGTERM (or a terminal's
+    Ctrl-C) does; the data workers must not die of it before the training process has saved (two workers
+    here, one in the reference: the losses must not depend on it)."""
     ref_dir, cache = reference
     run_dir = tmp_path / "runs" / "train"
     log = tmp_path / "stderr.txt"

@@ -102,18 +102,24 @@ def train(
     from fastrcnn_cli.console import err, print_json
     from fastrcnn_cli.data.voc import parse_classes_option
     from fastrcnn_cli.errors import InputError
+    from fastrcnn_cli.interrupts import Interrupted
     from fastrcnn_cli.train import train as run_training
 
     if threads is not None:
         torch.set_num_threads(threads)
     hooks = (show_evaluations(),)
-    if resume is not None:
-        result = run_training(resume=resume, iterations=options["iterations"], hooks=hooks)
-    else:
-        if data is None:
-            raise InputError("give a data set folder (or --resume RUN)")
-        settings = TrainSettings(data=str(data), classes=parse_classes_option(classes), **options)
-        result = run_training(settings, hooks=hooks)
+    try:
+        if resume is not None:
+            result = run_training(resume=resume, iterations=options["iterations"], hooks=hooks)
+        else:
+            if data is None:
+                raise InputError("give a data set folder (or --resume RUN)")
+            settings = TrainSettings(data=str(data), classes=parse_classes_option(classes), **options)
+            result = run_training(settings, hooks=hooks)
+    except Interrupted as exc:
+        if exc.resumable is None:
+            raise
+        raise Interrupted(f"{exc} Resume with: fastrcnn train --resume {exc.resumable}") from None
     if result.run_dir is None:  # a non-zero rank of a distributed run: process 0 reports
         return
     if json_:

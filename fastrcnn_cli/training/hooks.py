@@ -211,8 +211,8 @@ class StopHook(HookBase):
                 t.save("last.pt")
                 write_metrics(t.run_dir / "metrics.csv", t.history)
             raise Interrupted(
-                f"stopped by {self.stop.name} after iteration {t.iteration}; saved {t.run_dir / 'last.pt'}. "
-                f"Resume with: fastrcnn train --resume {t.run_dir}"
+                f"stopped by {self.stop.name} after iteration {t.iteration}; saved {t.run_dir / 'last.pt'}.",
+                resumable=t.run_dir,
             )
         raise Interrupted(f"stopped by {self.stop.name} after iteration {t.iteration}")
 

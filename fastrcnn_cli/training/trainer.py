@@ -373,9 +373,8 @@ class Trainer:
             error = exc
             if self.dist.is_main and self.run_dir is not None:
                 raise Interrupted(
-                    f"stopped at once during iteration {self.iteration + 1}, without saving. {self.kept_checkpoint()}"
-                    + (f" Resume with: fastrcnn train --resume {self.run_dir}"
-                       if (self.run_dir / "last.pt").is_file() else "")
+                    f"stopped at once during iteration {self.iteration + 1}, without saving. {self.kept_checkpoint()}",
+                    resumable=self.run_dir if (self.run_dir / "last.pt").is_file() else None,
                 ) from None
             raise
         except BaseException as exc:
