@@ -27,7 +27,7 @@ from torch import nn
 from fastrcnn_cli import progress
 from fastrcnn_cli.detect import DetectSettings, Detector
 from fastrcnn_cli.devices import describe_device
-from fastrcnn_cli.errors import CheckpointError, InputError
+from fastrcnn_cli.errors import CheckpointError, InputError, SettingsError
 from fastrcnn_cli.evaluation import Headline, VOCResult
 from fastrcnn_cli.model.checkpoint import (
     Checkpoint,
@@ -292,6 +292,24 @@ class CompressSVDSettings:
     workers: int | None = None
     proposals: ProposalOverrides = field(default_factory=ProposalOverrides)
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        def whole(value: object, low: int) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+        problems = [
+            (name, f"must be an integer >= {low}, got {value!r}")
+            for name, value, low, ok in (
+                ("rank_fc6", self.rank_fc6, 1, self.rank_fc6 is None or whole(self.rank_fc6, 1)),
+                ("rank_fc7", self.rank_fc7, 1, self.rank_fc7 in (None, "default") or whole(self.rank_fc7, 1)),
+                ("num_rois", self.num_rois, 1, whole(self.num_rois, 1)),
+                ("runs", self.runs, 1, whole(self.runs, 1)),
+                ("warmup", self.warmup, 0, whole(self.warmup, 0)),
+            )
+            if not ok
+        ]
+        if problems:
+            raise SettingsError(*problems[0], *problems[1:])
 
 
 def run_compress_svd(settings: CompressSVDSettings) -> CompressionReport:

@@ -14,6 +14,7 @@ import typer
 from fastrcnn_cli.cli.app import ClassesOption, DeviceOption, JsonOption, StrictOption, command, examples
 from fastrcnn_cli.cli.fields import field_help, settings_options
 from fastrcnn_cli.cli.options import (
+    DataFormatOption,
     ProposalCacheOption,
     ProposalMaxSideOption,
     ProposalMinSizeOption,
@@ -65,6 +66,7 @@ def show_evaluations() -> HookBase:
     shared={
         "strict": StrictOption,
         "device": DeviceOption,
+        "data_format": DataFormatOption,
         "proposal_mode": ProposalModeOption,
         "proposal_max_side": ProposalMaxSideOption,
         "proposal_top": ProposalTopOption,

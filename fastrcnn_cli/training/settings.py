@@ -54,8 +54,13 @@ class TrainSettings:
 
     data: str = setting(
         dataclasses.MISSING,
-        "A VOC-format data set (VOC2007/, VOCdevkit/ or any JPEGImages/ + Annotations/ + ImageSets/Main/).",
+        "A data set folder: VOC (JPEGImages/ + Annotations/ + ImageSets/Main/), COCO (a detection JSON + its "
+        "images) or YOLO (images/ + labels/); see --data-format.",
         panel=DATA, path=True,
+    )
+    data_format: str = setting(
+        "auto", "The data set's format: auto (detected from the folder: VOC, else COCO, else YOLO), voc, coco or yolo.",
+        panel=DATA, choices=("auto", "voc", "coco", "yolo"),
     )
     split: str = setting("trainval", "Training split.", panel=DATA, aliases=("-s",))
     eval_split: str = setting(
@@ -224,6 +229,11 @@ class TrainSettings:
     proposal_cache: str | None = setting(
         None, "Proposal cache folder (default: per data set, in the user cache).", panel=PROPOSALS, path=True
     )
+
+    @property
+    def format(self) -> str | None:
+        """The data layer's ``format`` argument: None (detect it) for "auto"."""
+        return None if self.data_format == "auto" else self.data_format
 
     def __post_init__(self) -> None:
         if self.eval_split is None:  # run folders before "auto" wrote null for no evaluation

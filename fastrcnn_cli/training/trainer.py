@@ -119,7 +119,7 @@ class Trainer:
         self.dist = init_distributed(self.device)
         self.amp = bool(s.amp and self.device.type == "cuda")
 
-        self.train_set = load_dataset(s.data, s.split, s.classes, strict=s.strict, warn=self.dist.is_main)
+        self.train_set = load_dataset(s.data, s.split, s.classes, strict=s.strict, warn=self.dist.is_main, format=s.format)
         self.classes = self.train_set.classes
         validation = choose_validation(self.train_set, s, self.dist.is_main)
         self.eval_set, self.validation = validation.eval_set, validation.how
