@@ -24,7 +24,6 @@ from fastrcnn_cli.cli.options import (
     WorkersOption,
     split_option,
 )
-from fastrcnn_cli.console import err, info, print_json, warn
 from fastrcnn_cli.outputs import check_output_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,6 +132,8 @@ def compress_svd(
     Exit codes: 1 for a file that is not a fastrcnn checkpoint; 2 for a rank of 0 or less, or larger than
     the layer allows (min(u, v), or its current rank).
     """
+    from fastrcnn_cli.console import err, info, print_json, warn  # Rich: kept out of start-up
+
     import torch
 
     from fastrcnn_cli.data.voc import parse_classes_option

@@ -59,7 +59,6 @@ from fastrcnn_cli.cli.options import (
     data_format as format_name,
     split_option,
 )
-from fastrcnn_cli.console import err, print_json
 from fastrcnn_cli.errors import InputError
 from fastrcnn_cli.outputs import check_output_file, check_output_folder
 
@@ -153,6 +152,8 @@ def evaluate(
     re-scores a saved detections.npz without the model. Classes are matched by name; when the model's and the
     data set's differ, exit code 1 names them (use --classes to score the shared ones).
     """
+    from fastrcnn_cli.console import err, print_json  # Rich: kept out of `fastrcnn --help`'s start-up
+
     import torch
 
     from fastrcnn_cli.cli.render_eval import map_text, pct, plot_precision_recall, render_coco_table, render_table

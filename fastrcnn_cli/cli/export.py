@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from fastrcnn_cli.cli.app import JsonOption, command, examples
-from fastrcnn_cli.console import err, print_json
 from fastrcnn_cli.outputs import check_output_file
 
 
@@ -53,6 +52,8 @@ def export(
 
     Exit code 2 when the output's extension does not fit the format, 1 when the input is not a fastrcnn checkpoint.
     """
+    from fastrcnn_cli.console import err, print_json  # Rich: kept out of start-up
+
     from fastrcnn_cli.export import export_model
 
     check_output_file(dst, "OUTPUT", [src])  # never over the input, and writable, before the export runs
