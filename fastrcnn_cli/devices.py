@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from fastrcnn_cli import progress
 from fastrcnn_cli.errors import DeviceError
 
 DEVICE_ENV = "FASTRCNN_DEVICE"
@@ -48,3 +49,16 @@ def describe_device(device: torch.device) -> str:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def amp_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The autocast type for mixed precision on ``device``: ``bfloat16`` where the GPU has it (compute
+    capability 8.0 and later), else ``float16`` with a warning (the trainer then scales the loss)."""
+    if name == "float16":
+        return torch.float16
+    if name != "bfloat16":
+        raise ValueError(f"amp_dtype must be bfloat16 or float16, not {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        progress.warn(f"{describe_device(device)} has no bfloat16: mixed precision uses float16 with loss scaling")
+        return torch.float16
+    return torch.bfloat16

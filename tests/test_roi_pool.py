@@ -434,3 +434,20 @@ def test_the_python_roi_check_raises_the_operators_message(row):
     assert str(ours.value) == str(native.value).splitlines()[0]
     check_rois(rois[:2], 2, 1 / 16)  # good RoIs pass
     check_rois(rois[:0], 2, 1 / 16)
+
+
+def test_low_precision_features_with_float32_rois_place_the_bins_in_float32():
+    """Mixed precision: bfloat16 features, float32 boxes. The bins follow the float32 boxes (bfloat16 would move
+    a corner of 803 to 804, another cell at scale 1) and the values are the features' own."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 5, 130, 900, generator=gen)
+    rois = torch.tensor([[0, 803.0, 17.0, 861.0, 117.0], [0, 3.0, 5.0, 201.0, 99.0]])
+    for dtype in (torch.bfloat16, torch.float16):
+        low = x.to(dtype)
+        out = roi_pool(low, rois, 3, 1.0)
+        assert out.dtype == dtype
+        expected = roi_pool(low.float(), rois, 3, 1.0).to(dtype)
+        assert torch.equal(out, expected)
+    # in bfloat16 the boxes themselves would round (803 -> 804): another window, other values
+    coarse = roi_pool(x.bfloat16(), rois.bfloat16(), 3, 1.0)
+    assert not torch.equal(coarse, roi_pool(x.bfloat16(), rois, 3, 1.0))

@@ -138,3 +138,92 @@ def test_zero_rois_on_cuda(cuda_ops):
     assert out.shape == (0, 8, 7, 7)
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert torch.equal(grad, torch.zeros_like(x))
+
+
+@needs_toolkit
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_inference_form_is_the_forward_without_argmax(cuda_ops, dtype, channels_last):
+    """roi_pool_inference (no argmax kept or written) gives the training forward's values, bit for bit."""
+    for seed in range(3):
+        x, rois = gpu_case(10 + seed, dtype, channels_last)
+        out, _ = torch.ops.fastrcnn.roi_pool(x, rois, 1 / 16, 7, 7)
+        lean = torch.ops.fastrcnn.roi_pool_inference(x, rois, 1 / 16, 7, 7)
+        assert torch.equal(out.view(torch.uint8), lean.view(torch.uint8))
+        with torch.no_grad():  # and roi_pool picks it under no_grad
+            assert torch.equal(roi_pool(x, rois, 7, 1 / 16), out)
+
+
+@needs_toolkit
+@needs_gpu
+def test_cuda_inference_form_with_bad_rois_stays_in_bounds(cuda_ops):
+    """The inference form skips the synchronising check: whatever a RoI holds (NaN, inf, huge, a batch index
+    naming no image), the kernel reads only inside the input and the process goes on. A RoI naming no image
+    pools zeros; the checked entry points still refuse such RoIs with a ValueError."""
+    x = torch.randn(2, 40, 9, 13, device="cuda")
+    nan, inf = float("nan"), float("inf")
+    bad = torch.tensor(
+        [[0, nan, 0.0, 50.0, 50.0], [1, 0.0, 0.0, inf, inf], [0, -inf, -inf, 40.0, 40.0],
+         [1, -1e30, -1e30, 1e30, 1e30], [5, 0.0, 0.0, 60.0, 60.0], [-3, 0.0, 0.0, 60.0, 60.0],
+         [nan, 0.0, 0.0, 60.0, 60.0], [0, 5e9, 5e9, 6e9, 6e9], [1, 100.0, 90.0, 10.0, 5.0]],
+        device="cuda",
+    )
+    good = torch.tensor([[0, 10.0, 10.0, 120.0, 100.0]], device="cuda")
+    out = torch.ops.fastrcnn.roi_pool_inference(x, torch.cat([bad, good]), 1 / 16, 7, 7)
+    torch.cuda.synchronize()
+    assert out.shape == (10, 40, 7, 7)
+    assert torch.equal(out[4], torch.zeros_like(out[4])) and torch.equal(out[5], torch.zeros_like(out[5]))
+    assert torch.isfinite(out).all()  # every value is an input value or an empty bin's 0
+    ref, _ = torch.ops.fastrcnn.roi_pool(x, good, 1 / 16, 7, 7)
+    assert torch.equal(out[-1], ref[0])  # the good RoI beside them is untouched
+    for k in range(bad.shape[0] - 1):  # the last one is only malformed (forced to 1 x 1), not bad
+        with pytest.raises(ValueError, match=r"rois\[0"):
+            roi_pool(x, bad[k : k + 1], 7, 1 / 16)
+        with pytest.raises(ValueError, match=r"rois\[0"):
+            torch.ops.fastrcnn.roi_pool(x, bad[k : k + 1], 1 / 16, 7, 7)
+    assert torch.isfinite(torch.ops.fastrcnn.roi_pool(x, good, 1 / 16, 7, 7)[0]).all()  # the context still works
+
+
+@needs_toolkit
+@needs_gpu
+def test_cuda_inference_form_replays_in_a_cuda_graph(cuda_ops):
+    """No synchronisation inside the inference form: it can be captured in a CUDA graph and replayed on new
+    data; the training forward's check is skipped while capturing."""
+    x, rois = gpu_case(20, torch.float32)
+    static_x = x.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.no_grad():
+        for _ in range(2):
+            roi_pool(static_x, rois, 7, 1 / 16)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = torch.ops.fastrcnn.roi_pool_inference(static_x, rois, 1 / 16, 7, 7)
+        static_fwd, _ = torch.ops.fastrcnn.roi_pool(static_x, rois, 1 / 16, 7, 7)
+    for seed in range(3):
+        fresh, _ = gpu_case(30 + seed, torch.float32)
+        static_x.copy_(fresh)
+        graph.replay()
+        eager, _ = torch.ops.fastrcnn.roi_pool(fresh, rois, 1 / 16, 7, 7)
+        assert torch.equal(static_out, eager) and torch.equal(static_fwd, eager)
+
+
+@needs_toolkit
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_autocast_pools_low_precision_features_on_float32_boxes(cuda_ops, dtype):
+    """Under autocast the backbone's features are bfloat16/float16 while the boxes stay float32: the bins are
+    placed in float32, forward and backward."""
+    x, rois = gpu_case(40, torch.float32)
+    low = x.to(dtype).requires_grad_(True)
+    out = roi_pool(low, rois, 7, 1 / 16)
+    assert out.dtype == dtype
+    exact = x.to(dtype).float().requires_grad_(True)
+    ref = roi_pool(exact, rois, 7, 1 / 16)
+    assert torch.equal(out.float(), ref)
+    grad = torch.randn_like(ref).to(dtype)
+    (g_low,) = torch.autograd.grad(out, low, grad)
+    (g_ref,) = torch.autograd.grad(ref, exact, grad.float())
+    torch.testing.assert_close(g_low.float(), g_ref, rtol=1e-2, atol=1e-2)

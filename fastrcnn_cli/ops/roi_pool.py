@@ -61,7 +61,8 @@ def roi_pool(
         input: [N, C, H, W] feature maps, float32, float64, float16 or bfloat16, contiguous or channels-last.
         rois: a [K, 5] tensor of (batch_index, x1, y1, x2, y2), or a list of N [L_i, 4] tensors of
             (x1, y1, x2, y2), one per image. Converted to ``input``'s dtype and device (the kernels compute the
-            bins in the input's dtype, as torchvision does).
+            bins in the input's dtype, as torchvision does), except float32 RoIs with a float16 or bfloat16
+            input (mixed precision): the bins are then placed in float32 and the output has the input's dtype.
         output_size: ``ph`` or ``(ph, pw)``.
         spatial_scale: feature-map cells per input pixel (1/16 for VGG16 conv5).
 
@@ -81,6 +82,11 @@ def roi_pool(
                 f"roi_pool: rois must be a [K, 5] tensor of (batch_index, x1, y1, x2, y2) or a list of [L, 4] "
                 f"boxes per image, got a tensor of shape {tuple(rois.shape)}"
             )
+        if input.dtype in _LOW_PRECISION and rois.dtype == torch.float32:
+            # low-precision features (autocast) with float32 boxes: the bins are placed in float32 (bfloat16 would
+            # round a coordinate of 800 to a multiple of 4, float16 of 1500 to 1). A max is exact in any type,
+            # so pooling the upcast features and casting back gives the low-precision type's own values.
+            return roi_pool(input.float(), rois, output_size, spatial_scale).to(input.dtype)
         rois = rois.to(device=input.device, dtype=input.dtype)
     else:
         rois = rois_from_boxes(list(rois), dtype=input.dtype).to(input.device)
@@ -97,6 +103,9 @@ def roi_pool(
         return torch.ops.fastrcnn.roi_pool_inference(input, rois, spatial_scale, ph, pw)
     output, _ = roi_pool_reference(input, rois, (ph, pw), spatial_scale)
     return output
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class RoIPool(nn.Module):

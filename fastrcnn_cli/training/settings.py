@@ -200,8 +200,14 @@ class TrainSettings:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N (auto: CUDA when present).", panel=RUN)
     amp: bool = setting(
         False,
-        "Mixed precision (float16) on CUDA. Off by default: on an H100 it diverged at lr 0.01 where float32 trained.",
+        "Mixed precision on CUDA (autocast in --amp-dtype; float32 weights and loss). Off by default.",
         panel=RUN,
+    )
+    amp_dtype: str = setting(
+        "bfloat16",
+        "The autocast type of --amp: bfloat16 (float32's range, no loss scaling; GPUs from Ampere on) or float16 "
+        "(with dynamic loss scaling).",
+        panel=RUN, choices=("bfloat16", "float16"),
     )
     runs_dir: str = setting("runs", "Where run folders go.", panel=RUN, path=True)
     name: str = setting("train", "Run folder name (train, train2, ...).", panel=RUN)

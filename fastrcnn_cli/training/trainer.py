@@ -30,7 +30,7 @@ import torch
 from fastrcnn_cli import progress
 from fastrcnn_cli.data.advice import training_advice
 from fastrcnn_cli.data.voc import load_dataset
-from fastrcnn_cli.devices import resolve_device
+from fastrcnn_cli.devices import amp_dtype, resolve_device
 from fastrcnn_cli.errors import DivergedError, InputError
 from fastrcnn_cli.interrupts import Interrupted
 from fastrcnn_cli.loss import fast_rcnn_loss
@@ -118,6 +118,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.dist = init_distributed(self.device)
         self.amp = bool(s.amp and self.device.type == "cuda")
+        self.amp_dtype = amp_dtype(s.amp_dtype, self.device) if self.amp else torch.float32
 
         self.train_set = load_dataset(s.data, s.split, s.classes, strict=s.strict, warn=self.dist.is_main, format=s.format)
         self.classes = self.train_set.classes
@@ -143,7 +144,8 @@ class Trainer:
         ).to(self.device)
         self.model.train()
         self.optimizer = make_optimizer(self.model, s)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # loss scaling only for float16 (its 5-bit exponent underflows small gradients); bfloat16 has float32's range
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.workers = s.workers if s.workers is not None else default_workers(self.device)
         self.plan = EpochPlan(records, s.flip, s.images_per_batch, self.dist.world_size, s.seed)
         self.images = TrainImages(
@@ -296,14 +298,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         images, rois, labels, targets = batch.to(self.device)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits, deltas = self.ddp_model(images, rois)
-        # the loss in float32 whatever the head computed in (float16 with amp)
+        # the loss in float32 whatever the head computed in (bfloat16 or float16 with amp)
         loss = fast_rcnn_loss(logits.float(), deltas.float(), labels, targets, s.box_loss_weight)
         if not torch.isfinite(loss.total):
             raise DivergedError(
                 f"the loss became {loss.total.item()} at iteration {self.iteration + 1} (lr {lr:g}). Likely causes: "
-                + ("mixed precision (float16 overflow: try amp off), " if self.amp else "")
+                + (f"mixed precision ({self.amp_dtype}: try amp off), " if self.amp else "")
                 + "a learning rate too high for this backbone/batch (try lr 10x smaller, or a warmup), or "
                 "degenerate boxes in the data (run `fastrcnn validate`). " + self.kept_checkpoint()
             )
