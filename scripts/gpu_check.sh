@@ -21,6 +21,28 @@ R=/tmp/runs
 T0=$(date +%s)
 log() { echo "== +$(( $(date +%s) - T0 ))s $*"; }
 
+if [ "$STAGE" = debug ]; then
+  export FASTRCNN_WEIGHTS=$PWD/weights/shapes-efficientnet-lite0.pt
+  { timeout 240 $F build-ops --cuda; timeout 60 python3 scripts/gpu_bad_batch.py; echo "exit $?"
+    timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 scripts/gpu_bad_batch.py 2>&1 | grep -v "^\[New Thread\|^\[Thread" | tail -45
+  } > "$OUT/segfault.txt" 2>&1
+  tail -30 "$OUT/segfault.txt"
+  mkdir -p $R
+  log "one training run, watched"
+  timeout 110 $F train $D --backbone efficientnet-lite0 --device cuda --proposal-cache $C --runs-dir $R --name dbg \
+    --iterations 60 --eval-every 0 --workers 4 --log-every 5 > "$R/dbg.json" 2> "$OUT/train_err.txt" &
+  TP=$!
+  for s in 30 60 90; do sleep 30; log "py-spy at ${s}s"; timeout 20 /tmp/site/bin/py-spy dump --pid $TP 2>&1 | head -40; done > "$OUT/pyspy.txt" 2>&1
+  wait $TP; echo "train exit $?" >> "$OUT/train_err.txt"
+  cp $R/dbg/metrics.csv "$OUT/dbg_metrics.csv" 2>/dev/null
+  tail -25 "$OUT/train_err.txt"; cat "$OUT/dbg_metrics.csv" 2>/dev/null | cut -c1-160
+  log "detect stages"
+  timeout 80 $F benchmark --device cuda -S stages --proposer native --runs 10 > "$OUT/bench_stages.txt" 2>&1
+  tail -25 "$OUT/bench_stages.txt"
+  log done
+  exit 0
+fi
+
 if [ "$STAGE" = checks ]; then
 {
   log environment
