@@ -22,7 +22,7 @@ For one image:
 The test scale defaults to the checkpoint's first training scale and its ``max_size``
 (:meth:`DetectSettings.for_checkpoint`), the same scale ``train``'s periodic evaluation uses.
 
-Multi-scale testing (several ``scales``): the image is processed at each scale, and each proposal is pooled
+Multi-scale testing (several ``scale`` values): the image is processed at each scale, and each proposal is pooled
 from the scale at which its area is closest to 224 x 224 pixels, as in the original's image pyramid.
 
 Each stage's time is recorded in :class:`StageTimes` (synchronised on CUDA), so the numbers ``detect``
@@ -44,6 +44,7 @@ import torch
 from fastrcnn_cli import box_coding, progress
 from fastrcnn_cli.boxes import clip
 from fastrcnn_cli.data.records import ImageRecord
+from fastrcnn_cli.detect_settings import DetectSettings
 from fastrcnn_cli.detections import Detections
 from fastrcnn_cli.devices import synchronize
 from fastrcnn_cli.errors import CheckpointError, ExitCode, InputError, SettingsError
@@ -56,55 +57,6 @@ from fastrcnn_cli.proposals.matlab import check_and_clean, load_proposal_file
 from fastrcnn_cli.proposal_settings import ProposalSettings
 from fastrcnn_cli.proposals.selective_search import selective_search
 from fastrcnn_cli.sampling import unique_rois
-
-
-@dataclass(frozen=True)
-class DetectSettings:
-    scales: tuple[int, ...] = (600,)
-    max_size: int = 1000
-    score_threshold: float = 0.5  #: evaluation uses the floor :data:`EVAL_SCORE_THRESHOLD`
-    nms: float = 0.3
-    max_detections: int = 100  #: over all classes, per image
-    classes: tuple[str, ...] | None = None  #: keep only these class names (None: all)
-    dedup: bool = True
-
-    def __post_init__(self) -> None:
-        problems = []  # (field, message): the command line names its own flag for each field
-        if not self.scales or any(int(s) < 32 for s in self.scales):
-            problems.append(("scales", f"must be at least 32 pixels (got {', '.join(str(s) for s in self.scales) or 'none'})"))
-        if self.max_size < 32:
-            problems.append(("max_size", f"must be at least 32 pixels (got {self.max_size})"))
-        if not 0.0 <= self.score_threshold <= 1.0:  # also refuses NaN
-            problems.append(("score_threshold", f"must be in [0, 1] (got {self.score_threshold:g})"))
-        if not 0.0 < self.nms <= 1.0:
-            problems.append(("nms", f"must be in (0, 1] (got {self.nms:g}; 1 keeps everything but exact duplicates)"))
-        if self.max_detections < 1:
-            problems.append(("max_detections", f"must be at least 1 (got {self.max_detections})"))
-        if problems:
-            raise SettingsError(*problems[0], *problems[1:])
-
-    @classmethod
-    def for_checkpoint(
-        cls, meta: Checkpoint, scales: Sequence[int] | None = None, max_size: int | None = None, **kw: Any
-    ) -> DetectSettings:
-        """Settings for a checkpoint's model: the test scale is the checkpoint's first training scale (the one
-        ``train``'s periodic evaluation uses) and its ``max_size``, unless given."""
-        meta_scales = tuple(meta.scales) or (600,)
-        return cls(
-            scales=tuple(int(s) for s in scales) if scales else (int(meta_scales[0]),),
-            max_size=int(max_size) if max_size is not None else int(meta.max_size or 1000),
-            **kw,
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "scales": list(self.scales),
-            "max_size": self.max_size,
-            "score_threshold": self.score_threshold,
-            "nms": self.nms,
-            "max_detections": self.max_detections,
-            "classes": None if self.classes is None else list(self.classes),
-        }
 
 
 #: what evaluation uses: no real score floor, 100 detections per image (py-faster-rcnn's test protocol)
@@ -238,7 +190,7 @@ class Detector:
         height, width = image.shape[:2]
         t = time.perf_counter()
         inputs, factors = [], []
-        for scale in s.scales:
+        for scale in s.scale:
             x, factor = prepare_image(self.model, image, scale, s.max_size)
             inputs.append(x)
             factors.append(factor)

@@ -141,6 +141,19 @@ def current_names(cls: type) -> dict[str, str]:
     return {old: f.name for f, s, _ in described_fields(cls) for old in s.old_names}
 
 
+def recorded_values(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``cls``'s fields in a dict as a file records them (written by this version or an earlier
+    one): renamed fields under their current names (:func:`current_names`), lists as tuples, other keys left out."""
+    renamed = current_names(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        key = renamed.get(key, key)
+        if key in known:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
 def range_problems(settings: Any) -> list[tuple[str, str]]:
     """(field, message) for every described field whose value is outside its interval or choices. ``None``
     is always allowed here (a value still to come, e.g. from a recipe); NaN is outside every interval."""

@@ -85,7 +85,7 @@ class OnnxNetwork:
         RoI pooling, heads and decoding; ``times.head`` stays 0)."""
         height, width = image.shape[:2]
         t = time.perf_counter()
-        factors = [scale_factor(height, width, s, settings.max_size) for s in settings.scales]
+        factors = [scale_factor(height, width, s, settings.max_size) for s in settings.scale]
         levels = map_to_scales(proposals, factors)
         times.preprocess += time.perf_counter() - t
         k = self.config.num_classes

@@ -147,7 +147,7 @@ def load_detector(
     weights: str | os.PathLike | None,
     device: str | torch.device = "auto",
     *,
-    scales: Sequence[int] | None = None,
+    scale: Sequence[int] | None = None,
     max_size: int | None = None,
     score_threshold: float = 0.5,
     nms: float = EVAL_NMS,
@@ -157,7 +157,7 @@ def load_detector(
 ) -> LoadedDetector:
     """Find the weights (``None``: the shipped model), read them, and build the :class:`Detector`.
 
-    ``scales`` / ``max_size`` None: the checkpoint's first training scale and its ``max_size``. ``classes``:
+    ``scale`` / ``max_size`` None: the checkpoint's first training scale and its ``max_size``. ``classes``:
     keep only these class names (each must be the model's: :class:`UnknownClassError` names ``classes``
     otherwise). ``proposals``: Selective Search settings laid over the checkpoint's recorded ones.
     """
@@ -166,7 +166,7 @@ def load_detector(
     model, meta = load_network(path, dev)  # a checkpoint (PyTorch) or an exported .onnx (ONNX Runtime)
     detect_settings = DetectSettings.for_checkpoint(
         meta,
-        scales,
+        scale,
         max_size,
         score_threshold=score_threshold,
         nms=nms,
@@ -194,7 +194,7 @@ def detector_for_model(
     (training's model keeps training between evaluations)."""
     scales = (int(test_scale),) if isinstance(test_scale, (int, np.integer)) else tuple(int(s) for s in test_scale)
     settings = DetectSettings(
-        scales=scales, max_size=int(max_size), score_threshold=score_threshold, nms=EVAL_NMS,
+        scale=scales, max_size=int(max_size), score_threshold=score_threshold, nms=EVAL_NMS,
         max_detections=EVAL_MAX_DETECTIONS,
     )
     training = model.training

@@ -27,12 +27,12 @@ of the original image, both corners inclusive, so a box is ``x2 - x1 + 1`` pixel
 2 decimals (boxes) and 5 decimals (scores)::
 
     {
-      "format": "fastrcnn-detect", "version": 2,
+      "format": "fastrcnn-detect", "version": 3,
       "weights": "weights/shapes-efficientnet-lite0.pt",
       "classes": ["circle", "square", ...],                 # class_index indexes this list
       "categories": [{"id": 1, "name": "circle"}, ...],    # category_id of each class (below)
       "box_convention": "...",
-      "settings": {"scales": [600], "max_size": 1000, "score_threshold": 0.5, "nms": 0.3,
+      "settings": {"scale": [600], "max_size": 1000, "score_threshold": 0.5, "nms": 0.3,
                    "max_detections": 100, "classes": null, "proposals": {...}},
       "device": "cpu",
       "images": [
@@ -59,7 +59,8 @@ of the original image, both corners inclusive, so a box is ``x2 - x1 + 1`` pixel
     }
 
 ``complete`` is false when the video was stopped early (Ctrl-C). Version 2 added ``videos`` and made every
-``image_id`` an integer (version 1 gave a file stem that is not all digits as a string).
+``image_id`` an integer (version 1 gave a file stem that is not all digits as a string); version 3 names the
+test scale ``settings.scale`` (``scales`` before).
 
 COCO-style results list (inside the document as ``"coco"``, or alone with ``--save-coco FILE``), the format
 ``pycocotools``' ``COCO.loadRes`` reads, one entry per detection on a still image (video frames are under
@@ -97,7 +98,7 @@ from fastrcnn_cli.io import IMAGE_SUFFIXES
 from fastrcnn_cli.video import VIDEO_SUFFIXES, VideoInfo, is_video_file
 
 FORMAT = "fastrcnn-detect"
-VERSION = 2
+VERSION = 3
 BOX_CONVENTION = (
     "[x1, y1, x2, y2]: 0-based pixel indices of the original image, both corners inclusive "
     "(width = x2 - x1 + 1); COCO bbox = [x1, y1, width, height]"

@@ -15,6 +15,9 @@ export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 FASTRCNN_EXTENSIONS_DIR=/tmp/
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD
 F="python3 -m fastrcnn_cli"
+# run from a checkout (not installed): the shipped model and example image by path
+export FASTRCNN_WEIGHTS=$PWD/weights/shapes-efficientnet-lite0.pt
+IMAGE=examples/shapes-1.jpg
 D=.gpu/data/raccoon
 C=.gpu/cache/raccoon
 R=/tmp/runs
@@ -22,7 +25,6 @@ T0=$(date +%s)
 log() { echo "== +$(( $(date +%s) - T0 ))s $*"; }
 
 if [ "$STAGE" = debug ]; then
-  export FASTRCNN_WEIGHTS=$PWD/weights/shapes-efficientnet-lite0.pt
   { timeout 240 $F build-ops --cuda; timeout 60 python3 scripts/gpu_bad_batch.py; echo "exit $?"
     timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 scripts/gpu_bad_batch.py 2>&1 | grep -v "^\[New Thread\|^\[Thread" | tail -45
   } > "$OUT/segfault.txt" 2>&1
@@ -32,12 +34,13 @@ if [ "$STAGE" = debug ]; then
   timeout 110 $F train $D --backbone efficientnet-lite0 --device cuda --proposal-cache $C --runs-dir $R --name dbg \
     --iterations 60 --eval-every 0 --workers 4 --log-every 5 > "$R/dbg.json" 2> "$OUT/train_err.txt" &
   TP=$!
-  for s in 30 60 90; do sleep 30; log "py-spy at ${s}s"; timeout 20 /tmp/site/bin/py-spy dump --pid $TP 2>&1 | head -40; done > "$OUT/pyspy.txt" 2>&1
+  for s in 30 60 90; do sleep 30; log "py-spy at ${s}s"
+    timeout 20 /tmp/site/bin/py-spy dump --pid "$(pgrep -f '^python3 -m fastrcnn_cli train' | head -1)" 2>&1 | head -40; done > "$OUT/pyspy.txt" 2>&1
   wait $TP; echo "train exit $?" >> "$OUT/train_err.txt"
   cp $R/dbg/metrics.csv "$OUT/dbg_metrics.csv" 2>/dev/null
   tail -25 "$OUT/train_err.txt"; cat "$OUT/dbg_metrics.csv" 2>/dev/null | cut -c1-160
   log "detect stages"
-  timeout 80 $F benchmark --device cuda -S stages --proposer native --runs 10 > "$OUT/bench_stages.txt" 2>&1
+  timeout 80 $F benchmark --device cuda -S stages --proposer native --runs 10 --image $IMAGE > "$OUT/bench_stages.txt" 2>&1
   tail -25 "$OUT/bench_stages.txt"
   log done
   exit 0
@@ -64,9 +67,10 @@ wait $SAN; tail -3 "$OUT/sanitizer.txt"
 log "kernel check and timing"
 {
   timeout 100 python3 scripts/gpu_roi_pool_check.py --runs 30 --warmup 10 --markdown
-  timeout 50 python3 -m fastrcnn_cli.ops.bench --device cuda --runs 30 --warmup 10 --dtype bfloat16 --no-reference
+  for dt in float32 bfloat16; do  # with the argmax-free inference form
+    timeout 50 python3 -m fastrcnn_cli.ops.bench --device cuda --runs 30 --warmup 10 --dtype $dt --no-reference; done
   log "detect stages on CUDA (native Selective Search: the device's OpenCV has no contrib)"
-  timeout 100 $F benchmark --device cuda -S stages,roipool,head --proposer native --runs 10
+  timeout 100 $F benchmark --device cuda -S stages,roipool,head --proposer native --runs 10 --image $IMAGE
 } > "$OUT/bench.txt" 2>&1
 tail -5 "$OUT/bench.txt"
 

@@ -99,7 +99,7 @@ def install_oracle(
         boxes, names = truth[key(state["id"])]
         h, w = state["size"]
         s = state["settings"]
-        factor = scale_factor(h, w, s.scales[0], s.max_size)
+        factor = scale_factor(h, w, s.scale[0], s.max_size)
         num_classes = self.config.num_classes
         logits = torch.full((len(rois), num_classes), -20.0)
         logits[:, 0] = 20.0
@@ -265,7 +265,7 @@ def test_document_ids_are_integers_stable_when_an_image_fails_or_from_a_ground_t
         ImageOutcome(Path("e/dog.png"), None, det, (50, 40)),
     ]
     doc = build_document(outcomes, ["cat"], weights=None, settings={}, device="cpu")
-    assert doc["version"] == 2 and doc["videos"] == []
+    assert doc["version"] == 3 and doc["videos"] == []
     assert [i["image_id"] for i in doc["images"]] == [1, 3] == [c["image_id"] for c in doc["coco"]]
     ids = {Path("d/cat.jpg"): 17, Path("d/bad.jpg"): 4, Path("e/dog.png"): 5}
     doc = build_document(outcomes, ["cat"], weights=None, settings={}, device="cpu", image_ids=ids, category_ids=[9])
@@ -378,7 +378,7 @@ def test_postprocess_in_prefixes_equals_one_batched_nms(model) -> None:
 def test_settings_are_checked() -> None:
     from fastrcnn_cli.errors import SettingsError
 
-    for bad in ({"nms": 0.0}, {"score_threshold": 1.5}, {"max_detections": 0}, {"scales": (16,)}):
+    for bad in ({"nms": 0.0}, {"score_threshold": 1.5}, {"max_detections": 0}, {"scale": (16,)}):
         with pytest.raises(SettingsError, match=next(iter(bad))):  # the error names the setting
             DetectSettings(**bad)
 
@@ -390,7 +390,7 @@ def test_settings_are_checked() -> None:
 
 def test_detect_returns_clipped_boxes_times_and_handles_bad_or_no_proposals(model) -> None:
     image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
-    detector = Detector(model, DetectSettings(scales=(64,), max_size=128, score_threshold=0.0, max_detections=7))
+    detector = Detector(model, DetectSettings(scale=(64,), max_size=128, score_threshold=0.0, max_detections=7))
     proposals = np.array([[0, 0, 59, 44], [30, 20, 119, 89], [-10, -5, 200, 300], [np.nan, 0, 5, 5], [50, 50, 40, 60]])
     result = detector.detect(image, proposals, "img")
     assert result.num_proposals == 3  # NaN and x2 < x1 rows dropped, the oversized one clipped
@@ -407,7 +407,7 @@ def test_multi_scale_pools_each_box_at_the_scale_nearest_224(model) -> None:
     boxes = np.array([[0, 0, 99, 99], [0, 0, 399, 399]], np.float32)
     assert map_to_scales(boxes, [1.0, 2.24, 0.56]).tolist() == [1, 2]
     image = np.random.default_rng(1).integers(0, 255, (80, 100, 3), dtype=np.uint8)
-    det = Detector(model, DetectSettings(scales=(48, 96), max_size=200, score_threshold=0.0)).detect(image, boxes[:1] / 5)
+    det = Detector(model, DetectSettings(scale=(48, 96), max_size=200, score_threshold=0.0)).detect(image, boxes[:1] / 5)
     assert len(det.detections) > 0
 
 
@@ -494,7 +494,7 @@ def test_cli_one_image_writes_the_visualisation_and_json(images: list[Path], che
     (image,) = doc["images"]
     assert image["output"] == str(vis) and len(image["detections"]) == 3
     assert set(image["times"]) == {"proposals_s", "network_s", "postprocess_s", "total_s"}
-    assert doc["settings"]["scales"] == [TEST_SCALE] and doc["settings"]["proposals"]["top"] == PROPOSALS["top"]
+    assert doc["settings"]["scale"] == [TEST_SCALE] and doc["settings"]["proposals"]["top"] == PROPOSALS["top"]
     drawn, original = read_image(vis), read_image(images[0])
     assert drawn.shape == original.shape and (drawn != original).any()
     assert f"{images[0]}" in result.stderr and "3 detections" in result.stderr and "network" in result.stderr

@@ -231,7 +231,7 @@ def test_torchscript_export_loads_with_torch_jit_and_matches(tmp_path: Path, tor
 
         def scores_and_boxes(self, image, proposals, settings, times):
             h, w = image.shape[:2]
-            factor = scale_factor(h, w, settings.scales[0], settings.max_size)
+            factor = scale_factor(h, w, settings.scale[0], settings.max_size)
             info = torch.tensor([h, w, factor], dtype=torch.float32)
             with torch.no_grad():
                 return module(torch.from_numpy(resize_image(image, factor)), torch.from_numpy(proposals), info)

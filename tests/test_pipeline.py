@@ -88,7 +88,7 @@ def test_evaluate_compress_svd_and_evaluate_split_agree_bit_for_bit(
     assert result.exit_code == 0, result.output
     evaluated = json.loads(result.stdout)
     assert evaluated["map"] > 0.0  # a real comparison: detections, true and false positives
-    assert evaluated["settings"]["scales"] == [SCALE] and evaluated["proposals"]["top"] == PROPOSALS["top"]
+    assert evaluated["settings"]["scale"] == [SCALE] and evaluated["proposals"]["top"] == PROPOSALS["top"]
 
     # fastrcnn compress-svd --eval at full rank (before: the input checkpoint itself)
     result = _cli("compress-svd", "-w", checkpoint, "--rank", HIDDEN, "--rank-fc7", HIDDEN, "--no-time",
@@ -183,14 +183,14 @@ def test_training_style_evaluation_gives_the_same_map(
 
 def test_load_detector_derives_every_setting_from_the_checkpoint(checkpoint: Path) -> None:
     loaded = load_detector(checkpoint, "cpu")
-    assert loaded.detect_settings.scales == (SCALE,) and loaded.detect_settings.max_size == MAX_SIZE
+    assert loaded.detect_settings.scale == (SCALE,) and loaded.detect_settings.max_size == MAX_SIZE
     assert loaded.proposal_settings.to_dict() == PROPOSALS
     assert loaded.detector.proposal_settings == loaded.proposal_settings and loaded.weights_path == checkpoint
     given = load_detector(
-        checkpoint, "cpu", scales=(96, 160), score_threshold=0.8,
+        checkpoint, "cpu", scale=(96, 160), score_threshold=0.8,
         proposals=ProposalOverrides(mode="quality", max_side=200, top=50, min_size=4, proposer="native"),
     )  # fmt: skip
-    assert given.detect_settings.scales == (96, 160) and given.detect_settings.score_threshold == 0.8
+    assert given.detect_settings.scale == (96, 160) and given.detect_settings.score_threshold == 0.8
     assert given.proposal_settings.to_dict() == {"mode": "quality", "max_side": 200, "top": 50, "min_size": 4,
                                                  "proposer": "native"}  # fmt: skip
 

@@ -203,7 +203,7 @@ def test_full_rank_compressed_checkpoint_loads_and_detects_the_same(small_checkp
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
     proposals = np.array([[0, 0, 159, 119], [10, 20, 80, 100], [40, 30, 150, 110], [5, 5, 60, 50]], np.float32)
-    settings = DetectSettings(scales=(224,), max_size=320, score_threshold=0.0)
+    settings = DetectSettings(scale=(224,), max_size=320, score_threshold=0.0)
     results = []
     for model in (original, compressed):
         detector = Detector(model, settings)

@@ -123,3 +123,14 @@ def test_a_new_field_is_a_new_option_with_its_range() -> None:
     assert result.exit_code == 2 and "--size" in result.output and "1 <= x <= 10" in result.output
     assert runner.invoke(toy, []).exit_code == 0 and got[-1] == Toy()
     assert dataclasses.fields(Toy)[1].metadata  # the description lives on the field itself
+
+
+def test_amp_runs_recorded_before_bfloat16_resume_in_float16():
+    """--amp meant float16 before --amp-dtype existed: an old args.json resumes with the type it trained in."""
+    from fastrcnn_cli.training.settings import TrainSettings
+
+    old = TrainSettings.from_dict({"data": "d", "amp": True, "recipe": "small-data"})
+    assert old.amp and old.amp_dtype == "float16"
+    new = TrainSettings.from_dict({"data": "d", "amp": True, "amp_dtype": "bfloat16", "recipe": "small-data"})
+    assert new.amp_dtype == "bfloat16"
+    assert TrainSettings(data="d").amp_dtype == "bfloat16"

@@ -146,7 +146,7 @@ def test_cli_video_writes_every_frame_annotated_and_per_frame_json(
     assert result.exit_code == 0, result.output
     assert count_frames(out) == (FRAMES, FPS)
     doc = json.loads(doc_path.read_text())
-    assert doc["version"] == 2 and doc["images"] == [] and doc["coco"] == []
+    assert doc["version"] == 3 and doc["images"] == [] and doc["coco"] == []
     (video,) = doc["videos"]
     assert (video["file"], video["output"], video["fps"], video["frame_count"]) == (str(clip), str(out), FPS, FRAMES)
     assert (video["vid_stride"], video["frames_processed"], video["complete"]) == (1, FRAMES, True)

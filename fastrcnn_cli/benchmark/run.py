@@ -210,7 +210,7 @@ class _RecordingDetector:
 
 def _image_info(path: Path, picture: np.ndarray, detect: DetectSettings) -> ImageInfo:
     height, width = picture.shape[:2]
-    scale, max_size = detect.scales[0], detect.max_size
+    scale, max_size = detect.scale[0], detect.max_size
     factor = scale_factor(height, width, scale, max_size)
     return ImageInfo(path, width, height, max(1, int(round(width * factor))), max(1, int(round(height * factor))),
                      scale, max_size, factor)

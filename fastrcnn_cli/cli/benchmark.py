@@ -17,21 +17,11 @@ import typer
 from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, WeightsOption, command, examples
 from fastrcnn_cli.cli.compress_svd import _parse_rank_fc7
-from fastrcnn_cli.cli.options import (
-    ProposalCacheOption,
-    ProposalMaxSideOption,
-    ProposalMinSizeOption,
-    ProposalModeOption,
-    ProposalTopOption,
-    ProposerOption,
-    ThreadsOption,
-)
+from fastrcnn_cli.cli.options import PROPOSAL_FLAGS, ProposalChoices, ThreadsOption, proposal_options
 
 _WHAT, _OUT = "What to time", "Output"
 #: the sections (:data:`fastrcnn_cli.benchmark.SECTIONS`; written here too, so that --help loads no torch)
 SECTION_NAMES = ("stages", "proposals", "shared", "roipool", "head")
-PROPOSAL_FLAGS = {"mode": "--proposal-mode", "max_side": "--proposal-max-side", "top": "--proposal-top",
-                  "min_size": "--proposal-min-size", "proposer": "--proposer", "proposal_cache": "--proposal-cache"}
 
 
 class RoIPoolCase(str, Enum):
@@ -66,6 +56,7 @@ def _parse_sections(values: list[str] | None) -> tuple[str, ...]:
         "fastrcnn benchmark --weights model.onnx   [dim]# the stages with ONNX Runtime (fastrcnn export)[/dim]",
     ),
 )
+@proposal_options
 def benchmark(
     weights: WeightsOption = None,
     image: Annotated[
@@ -134,12 +125,6 @@ def benchmark(
             "case) or 'model' (this model's feature map at this image's size).",
         ),
     ] = RoIPoolCase.vgg16,
-    proposal_mode: ProposalModeOption = None,
-    proposal_max_side: ProposalMaxSideOption = None,
-    proposal_top: ProposalTopOption = None,
-    proposal_min_size: ProposalMinSizeOption = None,
-    proposer: ProposerOption = None,
-    proposal_cache: ProposalCacheOption = None,
     plot: Annotated[
         Path | None,
         typer.Option("--plot", rich_help_panel=_OUT,
@@ -150,6 +135,8 @@ def benchmark(
         typer.Option("--csv", rich_help_panel=_OUT, help="Write every number (statistics and each run) as CSV here."),
     ] = None,
     json_: JsonOption = False,
+    *,
+    proposals: ProposalChoices,
 ) -> None:
     """Measure where the time of a detection goes, on this machine (default: the shipped model and example image).
 
@@ -199,10 +186,8 @@ def benchmark(
         torch.set_num_threads(threads)
     settings = BenchmarkSettings(
         runs=runs, warmup=warmup, sections=chosen, ranks=ranks, fc7_none=rank7 is None, rcnn_sample=rcnn_sample,
-        rcnn_batch=rcnn_batch, roipool_case=roipool_case.value, proposal_cache=proposal_cache,
-        proposals=ProposalOverrides(mode=proposal_mode, max_side=proposal_max_side,
-                                    top=proposal_top,
-                                    min_size=proposal_min_size, proposer=proposer),
+        rcnn_batch=rcnn_batch, roipool_case=roipool_case.value, proposal_cache=proposals.cache,
+        proposals=ProposalOverrides(**proposals.overrides),
     )
     result = run_benchmark(weights, image, device, settings)
 

@@ -14,14 +14,11 @@ import typer
 from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, StrictOption, WeightsOption, command, examples
 from fastrcnn_cli.cli.options import (
-    ProposalCacheOption,
-    ProposalMaxSideOption,
-    ProposalMinSizeOption,
-    ProposalModeOption,
-    ProposalTopOption,
-    ProposerOption,
+    PROPOSAL_FLAGS,
+    ProposalChoices,
     ThreadsOption,
     WorkersOption,
+    proposal_options,
     split_option,
 )
 from fastrcnn_cli.outputs import check_output_file
@@ -53,7 +50,8 @@ def _parse_rank_fc7(value: str | None) -> int | str | None:
 
 @command(
     "compress-svd",
-    flags={"rank_fc6": "--rank", "eval_data": "--eval", "eval_split": "--split", "cache_dir": "--proposal-cache"},
+    flags={**PROPOSAL_FLAGS, "rank_fc6": "--rank", "eval_data": "--eval", "eval_split": "--split",
+           "cache_dir": "--proposal-cache"},
     epilog=examples(
         "fastrcnn compress-svd --rank 1024",
         "fastrcnn compress-svd --weights runs/train/best.pt --rank 1024 --rank-fc7 256 --out vgg16-svd.pt",
@@ -61,6 +59,7 @@ def _parse_rank_fc7(value: str | None) -> int | str | None:
         "fastrcnn compress-svd -w best.pt --rank 512 --eval VOCdevkit/VOC2007 --split test --json > svd.json",
     ),
 )
+@proposal_options
 def compress_svd(
     rank: Annotated[
         int,
@@ -99,12 +98,6 @@ def compress_svd(
                      "by name; needed when the model's classes and the data set's differ.", rich_help_panel=_EVAL),
     ] = None,
     strict: StrictOption = False,
-    proposal_mode: ProposalModeOption = None,
-    proposal_max_side: ProposalMaxSideOption = None,
-    proposal_top: ProposalTopOption = None,
-    proposal_min_size: ProposalMinSizeOption = None,
-    proposer: ProposerOption = None,
-    cache: ProposalCacheOption = None,
     workers: WorkersOption = None,
     timing: Annotated[
         bool, typer.Option("--time/--no-time", help="Time the head (fc6 + fc7) before and after on --device.")
@@ -115,6 +108,8 @@ def compress_svd(
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     json_: JsonOption = False,
+    *,
+    proposals: ProposalChoices,
 ) -> None:
     """Compress fc6 and fc7 with truncated SVD (Fast R-CNN, section 3.1), with no fine-tuning.
 
@@ -161,9 +156,9 @@ def compress_svd(
         eval_data=eval_data,
         eval_split=split,
         classes=parse_classes_option(classes),
-        cache_dir=cache,
+        cache_dir=proposals.cache,
         workers=workers,
-        proposals=ProposalOverrides(proposal_mode, proposal_max_side, proposal_top, proposal_min_size, proposer),
+        proposals=ProposalOverrides(**proposals.overrides),
         strict=strict,
     )
     report = run_compress_svd(settings)

@@ -46,29 +46,29 @@ import typer
 from fastrcnn_cli.cli import ranges
 from fastrcnn_cli.cli.app import DeviceOption, JsonOption, StrictOption, WeightsOption, command, examples
 from fastrcnn_cli.cli.options import (
+    MODEL_PANEL,
+    PROPOSAL_FLAGS,
     DataFormat,
     DataFormatOption,
-    ProposalCacheOption,
-    ProposalMaxSideOption,
-    ProposalMinSizeOption,
-    ProposalModeOption,
-    ProposalTopOption,
-    ProposerOption,
+    MaxSizeOption,
+    ProposalChoices,
+    ScaleOption,
     ThreadsOption,
     WorkersOption,
     data_format as format_name,
+    proposal_options,
     split_option,
 )
 from fastrcnn_cli.errors import InputError
 from fastrcnn_cli.outputs import check_output_file, check_output_folder
 
-_DATA, _MODEL, _OUT = "Data", "Model", "Output"
+_DATA, _OUT = "Data", "Output"
 DEFAULT_RUNS = Path("runs")
 
 
 @command(
     "evaluate",
-    flags={"scales": "--scale", "iou_threshold": "--iou", "proposal_cache": "--proposal-cache"},
+    flags={**PROPOSAL_FLAGS, "iou_threshold": "--iou"},
     epilog=examples(
         "fastrcnn evaluate VOCdevkit/VOC2007 --split test --weights runs/train/best.pt",
         "fastrcnn evaluate shapes/ --split test   [dim]# the shipped model on a synthetic test split[/dim]",
@@ -78,6 +78,7 @@ DEFAULT_RUNS = Path("runs")
         "fastrcnn evaluate roboflow_yolo/ --split valid -w best.pt --data-format yolo",
     ),
 )
+@proposal_options
 def evaluate(
     data: Annotated[
         Path,
@@ -99,13 +100,11 @@ def evaluate(
     weights: WeightsOption = None,
     detections: Annotated[
         Path | None,
-        typer.Option("--detections", help="Re-score detections saved by an earlier evaluate (no model is run).", rich_help_panel=_MODEL),
+        typer.Option("--detections", help="Re-score detections saved by an earlier evaluate (no model is run).",
+                     rich_help_panel=MODEL_PANEL),
     ] = None,
-    scale: Annotated[
-        list[int] | None,
-        typer.Option("--scale", parser=ranges.PIXELS, help="Test scale; repeat for multi-scale (default: the checkpoint's training scale).", rich_help_panel=_MODEL),
-    ] = None,
-    max_size: Annotated[int | None, typer.Option("--max-size", parser=ranges.PIXELS, help="Longer side cap (default: the checkpoint's).", rich_help_panel=_MODEL)] = None,
+    scale: ScaleOption = None,
+    max_size: MaxSizeOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     metric: Annotated[
@@ -127,13 +126,9 @@ def evaluate(
         Path | None, typer.Option("--save-detections", help="Raw detections file (default: OUT/detections.npz).", rich_help_panel=_OUT)
     ] = None,
     json_: JsonOption = False,
-    proposal_mode: ProposalModeOption = None,
-    proposal_max_side: ProposalMaxSideOption = None,
-    proposal_top: ProposalTopOption = None,
-    proposal_min_size: ProposalMinSizeOption = None,
-    proposer: ProposerOption = None,
-    proposal_cache: ProposalCacheOption = None,
     workers: WorkersOption = None,
+    *,
+    proposals: ProposalChoices,
 ) -> None:
     """Average precision per class and mAP on a data set split, with the PASCAL VOC protocol (or COCO's).
 
@@ -177,16 +172,16 @@ def evaluate(
         strict=strict,
         weights=weights,
         detections=detections,
-        scales=tuple(scale) if scale else None,
+        scale=tuple(scale) if scale else None,
         max_size=max_size,
         device=device,
         metric=metric,  # type: ignore[arg-type]  # checked above
         iou_threshold=iou,
         out=out,
         save_detections=save_detections,
-        proposal_cache=proposal_cache,
+        proposal_cache=proposals.cache,
         workers=workers,
-        proposals=ProposalOverrides(proposal_mode, proposal_max_side, proposal_top, proposal_min_size, proposer),
+        proposals=ProposalOverrides(**proposals.overrides),
         runs_dir=DEFAULT_RUNS,
         data_format=format_name(data_format),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -41,6 +41,13 @@ class MatLayout(str, Enum):
     auto = "auto"
     xyxy0 = "xyxy0"
     yxyx1 = "yxyx1"
+
+
+class ProposalFormat(str, Enum):
+    auto = "auto"
+    detectron2 = "detectron2"
+    mmdet = "mmdet"
+    mat = "mat"
 
 
 Inputs = Annotated[
@@ -95,6 +102,34 @@ MatLayoutOption = Annotated[
 ]
 
 
+ImportProposals = Annotated[
+    Path | None,
+    typer.Option(
+        "--import-proposals", show_default=False,
+        help="Data set: use another tool's boxes instead of computing them: a Detectron2 proposal pickle (ids, "
+        "boxes, objectness_logits), an MMDetection 2.x proposal file (a list of [K, 5] arrays in the split's "
+        "order) or a .mat of the original (told apart by their content). The file is read as data only.",
+    ),
+]
+ExportProposals = Annotated[
+    Path | None,
+    typer.Option(
+        "--export-proposals", show_default=False,
+        help="Data set: also write the split's proposals (computed, cached or imported) as a file for another "
+        "tool, in --proposal-format.",
+    ),
+]
+ProposalFormatOption = Annotated[
+    ProposalFormat,
+    typer.Option(
+        "--proposal-format",
+        help="The format --export-proposals writes: detectron2 (a pickled dict, XYXY_ABS), mmdet (a pickled "
+        "list of [K, 5] x1 y1 x2 y2 score, split order) or mat (the original's); auto: mat for a .mat file, "
+        "else name one.",
+    ),
+]
+
+
 @command(
     "propose",
     epilog=examples(
@@ -108,6 +143,9 @@ MatLayoutOption = Annotated[
         "fastrcnn propose --merge props-1/ props-2/ props-3/ props-4/ --proposal-cache props/",
         "fastrcnn propose VOC2007/ --split test --import-mat selective_search_data/voc_2007_test.mat --recall",
         "fastrcnn propose 000004.jpg --import-mat 000004_boxes.mat --out imported.png",
+        "fastrcnn propose ../shared/datasets/raccoon --split test --export-proposals test.pkl --proposal-format detectron2",
+        "fastrcnn propose coco/ --split val --import-proposals box_proposals.pkl --recall",
+        "fastrcnn propose VOC2007/ --split test --import-proposals rpn_test.pkl --export-proposals test.mat",
     ),
 )
 def propose(
@@ -128,6 +166,9 @@ def propose(
     recall: Recall = False,
     import_mat: ImportMat = None,
     mat_layout: MatLayoutOption = MatLayout.auto,
+    import_proposals: ImportProposals = None,
+    export_proposals: ExportProposals = None,
+    proposal_format: ProposalFormatOption = ProposalFormat.auto,
     classes: ClassesOption = None,
     strict: StrictOption = False,
     data_format: DataFormatOption = DataFormat.auto,
@@ -139,6 +180,8 @@ def propose(
 
     [bold]Data set[/bold]: computes the proposals of every image of --split in --workers parallel processes (one thread each) and stores them in a proposal cache that train, evaluate and detect reuse. The cache records how it was made and refuses other settings; an interrupted run resumes where it stopped; a second run does no work. Images that cannot be read are listed at the end and skipped (with --strict: exit code 3). With --merge, --proposal-cache is the merged cache written.
 
+    [bold]Other tools[/bold]: --import-proposals reads Detectron2's or MMDetection's proposal files (or the original's .mat) into a proposal cache for train and evaluate (--proposal-cache, printed); --export-proposals writes the split's proposals for them (Detectron2 and MMDetection use continuous x1 y1 x2 y2: our x2 + 1). Boxes without scores (Selective Search's) are written with their rank as the score.
+
     Boxes are x1 y1 x2 y2, 0-based inclusive pixels of the original image.
     """
     if merge:
@@ -148,20 +191,46 @@ def propose(
         raise typer.BadParameter("give image files or a data set folder (see --help)", param_hint="IMAGE... | DATA")
     settings = proposal_settings(ProposalSettings(), mode, max_side, top, min_size, proposer)
     if len(inputs) == 1 and inputs[0].is_dir():
+        interop = _Interop(import_proposals, export_proposals, _export_format(export_proposals, proposal_format))
         _dataset(inputs[0], split, settings, workers, cache, shard, recall, import_mat, mat_layout.value,
-                 classes, strict, json_, format_name(data_format))
+                 classes, strict, json_, format_name(data_format), interop)
         return
     folders = [str(p) for p in inputs if p.is_dir()]
     if folders:
         raise typer.BadParameter(
             f"{', '.join(folders)}: give either image files or one data set folder", param_hint="IMAGE... | DATA"
         )
-    for name, value in (("--recall", recall), ("--shard", shard), ("--proposal-cache", cache)):
+    for name, value in (("--recall", recall), ("--shard", shard), ("--proposal-cache", cache),
+                        ("--import-proposals", import_proposals), ("--export-proposals", export_proposals)):
         if value:
             raise typer.BadParameter(f"{name} needs a data set folder, not image files", param_hint=name)
     if threads is not None:
         _set_threads(threads, settings)
     _images(inputs, settings, out, draw, import_mat, mat_layout.value, json_)
+
+
+class _Interop(NamedTuple):
+    """--import-proposals, --export-proposals and the export's format (None: no export)."""
+
+    source: Path | None
+    target: Path | None
+    format: str | None
+
+
+def _export_format(target: Path | None, chosen: ProposalFormat) -> str | None:
+    """The format --export-proposals writes: the one chosen, or mat for a .mat file; a pickle names its tool."""
+    if target is None:
+        if chosen != ProposalFormat.auto:
+            raise typer.BadParameter("it is the format of --export-proposals; give that file too (an imported file's "
+                                     "format is read from its content)", param_hint="--proposal-format")
+        return None
+    if chosen != ProposalFormat.auto:
+        return chosen.value
+    if target.suffix.lower() == ".mat":
+        return ProposalFormat.mat.value
+    raise typer.BadParameter(
+        "say which tool the file is for: --proposal-format detectron2 or mmdet (or mat)", param_hint="--proposal-format"
+    )
 
 
 def _set_threads(threads: int, settings: ProposalSettings) -> None:
@@ -281,7 +350,7 @@ def _drawing_target(out: Path, image: Path, count: int) -> Path:
 def _dataset(
     data: Path, split: str, settings: ProposalSettings, workers: int | None, cache: Path | None, shard: str | None,
     recall: bool, import_mat: Path | None, layout: str, classes: str | None, strict: bool, json_: bool,
-    fmt: str | None = None,
+    fmt: str | None = None, interop: _Interop = _Interop(None, None, None),
 ) -> None:
     from fastrcnn_cli.console import err, print_json, warn
     from fastrcnn_cli.data.voc import load_dataset, parse_classes_option, read_split_ids
@@ -305,6 +374,17 @@ def _dataset(
         raise typer.BadParameter(
             "a per-data-set .mat file belongs to one split; give one --split", param_hint="--split"
         )
+    if import_mat is not None and interop.source is not None:
+        raise typer.BadParameter("give --import-mat or --import-proposals, not both", param_hint="--import-proposals")
+    for name, value in (("--import-proposals", interop.source), ("--export-proposals", interop.target)):
+        if value is not None and shard_spec is not None:
+            raise typer.BadParameter(f"{name} works on the whole split, not a shard", param_hint=name)
+    if interop.source is not None and not interop.source.is_file():
+        raise InputError("no such proposal file", interop.source)
+    if interop.target is not None:
+        from fastrcnn_cli.outputs import check_output_file
+
+        check_output_file(interop.target, "--export-proposals", [interop.source, import_mat])
     class_names = parse_classes_option(classes)
     datasets = [load_dataset(data, s, class_names, strict=strict, format=fmt) for s in splits]
     dataset = datasets[0]
@@ -324,12 +404,19 @@ def _dataset(
     payload: dict[str, Any] = {"dataset": str(dataset.root), "split": split,
                                "shard": list(shard_spec) if shard_spec else None}
     failures: list[Any] = []
-    if import_mat is not None:
+    # the split file's order (MMDetection's and the .mat files' entries follow it); several splits: the records'
+    files_in_order = import_mat is not None or interop.source is not None or interop.target is not None
+    one_split_ids = read_split_ids(dataset.root, split, fmt) if len(splits) == 1 and files_in_order else None
+    if interop.source is not None and not _is_mat(interop.source):
+        proposals, cache_dir = _import_proposals(interop.source, records, cache, dataset.root, one_split_ids, payload)
+    elif (import_mat or interop.source) is not None:
         from fastrcnn_cli.proposals.matlab import import_mat as do_import
 
+        import_mat = import_mat or interop.source
+        assert import_mat is not None
         cache_dir = cache or imported_cache_dir(dataset.root, import_mat)
         imported, cache_dir = do_import(
-            import_mat, records, cache_dir, split_ids=read_split_ids(dataset.root, split, fmt), layout=layout,
+            import_mat, records, cache_dir, split_ids=one_split_ids, layout=layout,
             dataset_root=dataset.root,
         )
         proposals = imported.boxes
@@ -344,6 +431,9 @@ def _dataset(
         payload.update(cache=str(cache_dir), source=str(import_mat), layout=imported.layout,
                        matched_by=imported.matched_by, images=len(records), imported=len(proposals),
                        extra_entries=imported.extra_entries, problems=imported.problems)
+    elif cache is not None and _holds_imported(cache):
+        proposals = _read_imported(cache, records, payload)
+        cache_dir = cache
     else:
         cache_dir = cache or default_cache_dir(dataset.root, settings)
         run = run_proposals(records, settings, cache_dir, workers, dataset_root=dataset.root)
@@ -372,6 +462,8 @@ def _dataset(
         err.print(_recall_table(report))
         err.print(report.summary(), highlight=False)
         payload["recall"] = report.to_dict()
+    if interop.target is not None and interop.format is not None:
+        payload["export"] = _export(interop.target, interop.format, records, cache_dir, one_split_ids)
     if json_:
         print_json(payload)
     if failures:
@@ -379,6 +471,80 @@ def _dataset(
         if strict:
             raise DatasetError(message, path=dataset.root)
         raise FastRCNNError(message)
+
+
+def _is_mat(path: Path) -> bool:
+    from fastrcnn_cli.proposals.interop import is_mat_file
+
+    return is_mat_file(path)
+
+
+def _import_proposals(
+    source: Path, records: list[ImageRecord], cache: Path | None, root: Path, split_ids: list[str] | None,
+    payload: dict[str, Any],
+) -> tuple[dict[str, np.ndarray], Path]:
+    """--import-proposals of a Detectron2 or MMDetection file: into the cache, said on stderr and in ``payload``."""
+    from fastrcnn_cli.console import err, warn
+    from fastrcnn_cli.proposals.cache import imported_cache_dir
+    from fastrcnn_cli.proposals.interop import import_proposals
+
+    cache_dir = cache or imported_cache_dir(root, source)
+    imported, cache_dir = import_proposals(source, records, cache_dir, split_ids=split_ids, dataset_root=root)
+    for problem in imported.problems:
+        warn(problem)
+    n = [len(b) for b in imported.boxes.values()]
+    n_extra = imported.extra_entries
+    extra = f"; {n_extra} {'entry' if n_extra == 1 else 'entries'} for images not in the split" if n_extra else ""
+    err.print(
+        f"imported {len(imported.boxes)} of {len(records)} images from {source} ({imported.format}, matched by "
+        f"{imported.matched_by}{extra}; {sum(n) / max(len(n), 1):.0f} boxes/image) -> {cache_dir}",
+        highlight=False,
+    )
+    payload.update(cache=str(cache_dir), source=str(source), format=imported.format, matched_by=imported.matched_by,
+                   images=len(records), imported=len(imported.boxes), extra_entries=imported.extra_entries,
+                   problems=imported.problems)
+    return imported.boxes, cache_dir
+
+
+def _holds_imported(cache: Path) -> bool:
+    from fastrcnn_cli.proposals.cache import SOURCE_IMPORTED, ProposalCache
+
+    meta = ProposalCache.read_meta(cache) if cache.is_dir() else None
+    return meta is not None and meta.get("source") == SOURCE_IMPORTED
+
+
+def _read_imported(cache: Path, records: list[ImageRecord], payload: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The boxes of a --proposal-cache of imported proposals (nothing is computed into it)."""
+    from fastrcnn_cli.console import err, warn
+    from fastrcnn_cli.proposals.cache import ProposalCache, load_imported
+
+    meta = ProposalCache.read_meta(cache) or {}
+    proposals, missing = load_imported(ProposalCache(cache, meta), records)
+    if missing:
+        warn(f"{len(missing)} images have no imported proposals in {cache}: {', '.join(missing[:10])}"
+             + (" ..." if len(missing) > 10 else ""))
+    err.print(f"read {len(proposals)} of {len(records)} images from {cache} (imported from "
+              f"{meta.get('imported_from', 'a file')}; nothing computed)", highlight=False)
+    payload.update(cache=str(cache), source=meta.get("imported_from"), images=len(records), imported=len(proposals),
+                   missing=missing)
+    return proposals
+
+
+def _export(
+    target: Path, fmt: str, records: list[ImageRecord], cache_dir: Path, split_ids: list[str] | None
+) -> dict[str, Any]:
+    """--export-proposals: the split's proposals, from the cache, as a ``fmt`` file."""
+    from fastrcnn_cli.console import err, warn
+    from fastrcnn_cli.proposals.interop import export_proposals
+
+    done = export_proposals(target, fmt, records, cache_dir, split_ids=split_ids)
+    if done.empty:
+        warn(f"{len(done.empty)} images have no proposals and are {'left out' if fmt == 'mat' else 'written empty'}: "
+             f"{', '.join(done.empty[:10])}{' ...' if len(done.empty) > 10 else ''}")
+    scores = f"; {done.ranked} images scored by rank (no scores of their own)" if done.ranked else ""
+    err.print(f"wrote {done.images} images, {done.boxes} boxes, as {fmt} proposals to {target}{scores}",
+              highlight=False)
+    return done.to_dict()
 
 
 def _merge(sources: list[Path], out: Path | None, json_: bool) -> None:

@@ -13,16 +13,7 @@ import typer
 
 from fastrcnn_cli.cli.app import ClassesOption, DeviceOption, JsonOption, StrictOption, command, examples
 from fastrcnn_cli.cli.fields import field_help, settings_options
-from fastrcnn_cli.cli.options import (
-    DataFormatOption,
-    ProposalCacheOption,
-    ProposalMaxSideOption,
-    ProposalMinSizeOption,
-    ProposalModeOption,
-    ProposalTopOption,
-    ProposerOption,
-    ThreadsOption,
-)
+from fastrcnn_cli.cli.options import PROPOSAL_OPTIONS, DataFormatOption, ThreadsOption
 from fastrcnn_cli.training.settings import RUN, TrainSettings
 
 if TYPE_CHECKING:
@@ -67,12 +58,7 @@ def show_evaluations() -> HookBase:
         "strict": StrictOption,
         "device": DeviceOption,
         "data_format": DataFormatOption,
-        "proposal_mode": ProposalModeOption,
-        "proposal_max_side": ProposalMaxSideOption,
-        "proposal_top": ProposalTopOption,
-        "proposal_min_size": ProposalMinSizeOption,
-        "proposer": ProposerOption,
-        "proposal_cache": ProposalCacheOption,
+        **PROPOSAL_OPTIONS,
     },
 )
 def train(

@@ -24,7 +24,9 @@ so, for both formats,
 
 A VOC box ``xmin .. xmax`` (1-based) is therefore COCO's ``x = xmin - 1, w = xmax - xmin + 1`` and YOLO's
 ``cx = (xmin + xmax - 1) / 2W``: every VOC box is exact in COCO and survives YOLO's decimals
-(:data:`YOLO_DECIMALS`) to the same integers.
+(:data:`YOLO_DECIMALS`) to the same integers, because :func:`from_yolo` puts an edge that lies within the
+rounding of those decimals of a whole pixel boundary onto it (without that, a box read back is off by up to
+``0.75e-6 W``, e.g. ``x2 = 98.99994`` for 99).
 """
 
 from __future__ import annotations
@@ -52,9 +54,33 @@ def to_coco(box: Sequence[float]) -> list[float]:
     return [x1, y1, x2 - x1 + PIXEL, y2 - y1 + PIXEL]
 
 
+#: how far (a fraction of the image side) a YOLO edge may be from a whole pixel boundary and still be read as on
+#: it: the most that ``cx -+ w / 2`` can be off when ``cx`` and ``w`` are rounded to :data:`YOLO_DECIMALS`
+#: decimals (half a unit of the last decimal each: 0.5 + 0.25), plus room for float64 arithmetic
+YOLO_SNAP = 0.75 * 10.0**-YOLO_DECIMALS + 1e-12
+
+
+def _snap(edge: float, side: int) -> float:
+    """``edge`` (continuous pixels) on the nearest whole pixel boundary when within :data:`YOLO_SNAP` of it."""
+    nearest = float(round(edge))
+    return nearest if abs(edge - nearest) <= YOLO_SNAP * side else edge
+
+
 def from_yolo(cx: float, cy: float, w: float, h: float, width: int, height: int) -> Box:
-    """YOLO's normalised ``cx cy w h`` in an image of ``width`` x ``height`` pixels to our corners."""
-    return from_coco(((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height))
+    """YOLO's normalised ``cx cy w h`` in an image of ``width`` x ``height`` pixels to our corners.
+
+    YOLO's text cannot hold whole pixels exactly (``cx = 100 / 650`` is written ``0.153846``), so an edge within
+    the rounding of :data:`YOLO_DECIMALS` decimals of a whole pixel boundary (:data:`YOLO_SNAP` of the image
+    side: 0.0005 pixel for 650) is read as on it: integer boxes (VOC's, and what labelling tools write as
+    whole pixels) come back exactly; an edge farther from a boundary is kept as it is. The move is never more
+    than the text's own rounding, so no information is lost: a file written with more decimals is read to
+    within the same precision, one with fewer is not snapped at all.
+    """
+    xa = (cx - w / 2) * width
+    ya = (cy - h / 2) * height
+    xb, yb = _snap(xa + w * width, width), _snap(ya + h * height, height)
+    xa, ya = _snap(xa, width), _snap(ya, height)
+    return (xa, ya, xb - PIXEL, yb - PIXEL)
 
 
 def to_yolo(box: Sequence[float], width: int, height: int) -> Box:

@@ -203,10 +203,13 @@ def prepare_image(model: FastRCNN, image: np.ndarray, scale: int, max_size: int)
 
 
 #: On CUDA the network input is padded to a multiple of this many pixels: cuDNN plans its convolutions per input
-#: shape, and every image size being a new shape made the first pass of each image far slower than the next
-#: (``docs/measurements.md``). Padding adds zeros (the mean) at the bottom
-#: and right only, so boxes and the spatial scale are unchanged. The CPU gains nothing from it and is not padded.
-CUDA_SIZE_MULTIPLE = 32
+#: shape (over a second for EfficientNet's depthwise layers), so every new padded size costs a slow first pass.
+#: With scale jitter and photos of many sizes, a multiple of 32 still left 130 batch shapes in a 1,200-iteration
+#: raccoon run (61 of them first seen after iteration 200) and training on an H200 ran at about 1 image/s;
+#: 128 leaves 16, all met early, for about 18 % more pixels (``docs/measurements.md``). Padding adds zeros (the
+#: mean) at the bottom and right only, so boxes and the spatial scale are unchanged. The CPU plans nothing per
+#: shape and is not padded.
+CUDA_SIZE_MULTIPLE = 128
 
 
 def size_multiple(device: torch.device | str) -> int:

@@ -159,6 +159,11 @@ def benchmark_roi_pool(
             except (ImportError, AttributeError, RuntimeError) as exc:
                 result.skipped[name] = f"torchvision is not available ({exc})"
                 continue
+            try:  # torchvision's CUDA kernel has no bfloat16
+                torch.ops.torchvision.roi_pool(features, rois[:1], spatial_scale, ph, pw)
+            except (RuntimeError, NotImplementedError) as exc:
+                result.skipped[name] = f"torchvision has no roi_pool for {dtype} on {device.type} ({exc})"
+                continue
             candidates[name] = lambda x: torch.ops.torchvision.roi_pool(x, rois, spatial_scale, ph, pw)
         elif name == "reference":
             candidates[name] = lambda x: roi_pool_reference(x, rois, (ph, pw), spatial_scale)

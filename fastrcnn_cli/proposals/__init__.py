@@ -9,6 +9,7 @@
 * :mod:`.cache` -- :func:`load_or_compute_proposals`, the cache folder layout, parallel workers,
   resuming, sharding and merging.
 * :mod:`.matlab` -- importing the original Fast R-CNN's ``.mat`` files (:func:`load_proposal_file`).
+* :mod:`.interop` -- Detectron2's and MMDetection's proposal files, in and out (read as data only).
 * :mod:`.recall` -- :func:`proposal_recall`: recall at IoU thresholds and MABO, per class.
 
 Every box is ``(x1, y1, x2, y2)`` float32, 0-based inclusive pixels of the original image

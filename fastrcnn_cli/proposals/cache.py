@@ -6,7 +6,8 @@ Layout of a cache folder (one per data set and settings; shared by all its split
                             ProposalSettings, OpenCV and fastrcnn versions, rand() seed, box convention
     boxes/<image id>.npz    one file per image: ``boxes`` float32 [N, 4] (x1, y1, x2, y2, 0-based inclusive
                             pixels of the original image, as in :mod:`fastrcnn_cli.boxes`), ``size``
-                            int64 [2] (width, height of the image the boxes belong to), ``id`` (the image id)
+                            int64 [2] (width, height of the image the boxes belong to), ``id`` (the image id),
+                            and for boxes imported from a file with scores, ``scores`` float32 [N]
 
 Every file is written atomically (:func:`fastrcnn_cli.io.atomic_write`: a temporary file in the same
 folder, fsync, rename), by the worker process that computed it, as soon as it is done. A run killed at any
@@ -263,8 +264,12 @@ class ProposalCache:
         """The boxes of one image, or None when absent, unreadable, or made for another image size."""
         return read_entry(self.file_for(image_id), size)
 
-    def save(self, image_id: str, boxes: np.ndarray, size: tuple[int, int]) -> None:
-        write_entry(self.file_for(image_id), image_id, boxes, size)
+    def save(self, image_id: str, boxes: np.ndarray, size: tuple[int, int], scores: np.ndarray | None = None) -> None:
+        write_entry(self.file_for(image_id), image_id, boxes, size, scores)
+
+    def load_scores(self, image_id: str) -> np.ndarray | None:
+        """The scores stored with an image's imported boxes (:func:`read_scores`), None when there are none."""
+        return read_scores(self.file_for(image_id))
 
     def clean_stale_temporaries(self, older_than: float = _STALE_TMP_SECONDS) -> int:
         """Delete temporary files left by killed runs (only old ones: another process may be writing)."""
@@ -285,13 +290,33 @@ class ProposalCache:
         return removed
 
 
-def write_entry(path: Path, image_id: str, boxes: np.ndarray, size: tuple[int, int]) -> None:
-    """Write one per-image file atomically."""
-    boxes = np.ascontiguousarray(np.asarray(boxes, np.float32).reshape(-1, 4))
-    atomic_write(
-        path,
-        lambda f: np.savez_compressed(f, boxes=boxes, size=np.asarray(size, np.int64), id=np.asarray(image_id)),
-    )
+def write_entry(
+    path: Path, image_id: str, boxes: np.ndarray, size: tuple[int, int], scores: np.ndarray | None = None
+) -> None:
+    """Write one per-image file atomically. ``scores``: [N] float32, one per box, for proposals imported from a
+    file that has them (:mod:`fastrcnn_cli.proposals.interop`), stored as ``scores`` so that an export gives
+    them back; Selective Search boxes have none."""
+    arrays = {"boxes": np.ascontiguousarray(np.asarray(boxes, np.float32).reshape(-1, 4)),
+              "size": np.asarray(size, np.int64), "id": np.asarray(image_id)}
+    if scores is not None:
+        arrays["scores"] = np.ascontiguousarray(np.asarray(scores, np.float32).reshape(-1))
+        if len(arrays["scores"]) != len(arrays["boxes"]):
+            raise ValueError(f"{len(arrays['scores'])} scores for {len(arrays['boxes'])} boxes")
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def read_scores(path: Path) -> np.ndarray | None:
+    """The [N] float32 ``scores`` of a per-image file, or None when it has none (or is unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "scores" not in data.files:
+                return None
+            scores, boxes = data["scores"], data["boxes"]
+    except Exception:  # noqa: BLE001 - a damaged file has no usable scores
+        return None
+    if scores.dtype != np.float32 or scores.shape != (len(boxes),):
+        return None
+    return scores
 
 
 def read_entry(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | None:

@@ -27,9 +27,9 @@ from fastrcnn_cli.fields import (
     POSITIVE_FRACTION,
     SEED,
     count,
-    current_names,
     number,
     range_problems,
+    recorded_values,
     setting,
 )
 from fastrcnn_cli.proposal_settings import MODES, PROPOSERS, ProposalSettings
@@ -252,13 +252,9 @@ class TrainSettings:
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
         """Settings as recorded (``args.json``, a checkpoint's ``training.settings``): renamed fields read under
         their new names, lists become tuples, unknown keys are ignored."""
-        renamed = current_names(cls)
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in data.items():
-            key = renamed.get(key, key)
-            if key in known:
-                values[key] = tuple(value) if isinstance(value, list) else value
+        values = recorded_values(cls, data)
+        if "amp_dtype" not in data:  # written before bfloat16: its --amp meant float16
+            values["amp_dtype"] = "float16"
         if "recipe" not in data:  # a run folder from before recipes: what it trained with had none of them
             values.update(backbone_lr_factor=1.0, clip_grad_norm=math.inf, photometric=0.0)
         return cls(**values)

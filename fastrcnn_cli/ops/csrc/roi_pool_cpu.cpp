@@ -162,7 +162,7 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
   void* block = cache.take(rounded);
   if (block == nullptr) {
     block = std::aligned_alloc(64, rounded);
-    TORCH_CHECK(block != nullptr, "roi_pool: out of memory allocating ", rounded, " bytes");
+    TORCH_CHECK(block != nullptr, message("roi_pool: out of memory allocating ", rounded, " bytes"));
   }
   return at::from_blob(block, sizes, [rounded](void* p) { BlockCache::instance().give(p, rounded); }, options);
 }
@@ -566,7 +566,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
     int64_t pooled_height,
     int64_t pooled_width) {
   check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(input.is_cpu(), "roi_pool: the CPU kernel got a tensor on ", input.device());
+  TORCH_CHECK_VALUE(input.is_cpu(), message("roi_pool: the CPU kernel got a tensor on ", input.device()));
   const int64_t num_rois = rois.size(0);
   const int64_t channels = input.size(1);
   at::Tensor output = empty_output({num_rois, channels, pooled_height, pooled_width}, input.options());
@@ -584,7 +584,7 @@ at::Tensor roi_pool_inference_cpu(
     int64_t pooled_height,
     int64_t pooled_width) {
   check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(input.is_cpu(), "roi_pool: the CPU kernel got a tensor on ", input.device());
+  TORCH_CHECK_VALUE(input.is_cpu(), message("roi_pool: the CPU kernel got a tensor on ", input.device()));
   at::Tensor output = empty_output({rois.size(0), input.size(1), pooled_height, pooled_width}, input.options());
   if (output.numel() > 0) {
     roi_pool_forward_into(input, rois, spatial_scale, output, nullptr);
@@ -706,8 +706,8 @@ void backward_cpu_impl(
     }
   });
   TORCH_CHECK_VALUE(
-      !bad_argmax.load(), "roi_pool_backward: argmax holds positions outside the ", height, " x ", width,
-      " input plane (not an argmax of roi_pool?)");
+      !bad_argmax.load(), message("roi_pool_backward: argmax holds positions outside the ", height, " x ", width,
+      " input plane (not an argmax of roi_pool?)"));
 }
 
 at::Tensor roi_pool_backward_cpu(
@@ -722,7 +722,7 @@ at::Tensor roi_pool_backward_cpu(
     int64_t height,
     int64_t width) {
   check_backward_args(grad, rois, argmax, pooled_height, pooled_width, batch_size, channels, height, width);
-  TORCH_CHECK_VALUE(grad.is_cpu(), "roi_pool_backward: the CPU kernel got a tensor on ", grad.device());
+  TORCH_CHECK_VALUE(grad.is_cpu(), message("roi_pool_backward: the CPU kernel got a tensor on ", grad.device()));
   if (grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16) {
     // add in float32 and round once, as the CUDA kernel does (half sums of overlapping RoIs drift by 1e-1)
     return roi_pool_backward_cpu(grad.to(at::kFloat), rois.to(at::kFloat), argmax, spatial_scale, pooled_height,

@@ -30,7 +30,7 @@ cuda::DType kernel_dtype(at::ScalarType t) {
     case at::kBFloat16:
       return cuda::DType::BFloat16;
     default:
-      TORCH_CHECK_VALUE(false, "roi_pool: CUDA supports float32, float64, float16 and bfloat16, got ", t);
+      TORCH_CHECK_VALUE(false, message("roi_pool: CUDA supports float32, float64, float16 and bfloat16, got ", t));
   }
 }
 
@@ -62,18 +62,18 @@ std::string rois_problem_cuda(const at::Tensor& rois, int64_t batch_size, double
   const double r[5] = {row[0].item<double>(), row[1].item<double>(), row[2].item<double>(),
                        row[3].item<double>(), row[4].item<double>()};
   if (!b_ok[k].item<bool>()) {
-    return c10::str("roi_pool: rois[", k, ", 0] = ", r[0], " is not a batch index of the input (batch size ",
+    return message("roi_pool: rois[", k, ", 0] = ", r[0], " is not a batch index of the input (batch size ",
                     batch_size, ")");
   }
   int j = 1;
   while (j < 4 && std::abs(r[j] * spatial_scale) < kMaxScaledCoordinate) {
     ++j;
   }
-  return c10::str("roi_pool: rois[", k, "] has a non-finite or huge coordinate (", r[j], ")");
+  return message("roi_pool: rois[", k, "] has a non-finite or huge coordinate (", r[j], ")");
 }
 
 void check_launch(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, what, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, message(what, ": CUDA kernel launch failed: ", cudaGetErrorString(err)));
 }
 
 // Launches the forward into output (and argmax, when given).
@@ -81,7 +81,7 @@ void roi_pool_forward_cuda_into(const at::Tensor& input, const at::Tensor& rois,
                                 at::Tensor& output, at::Tensor* argmax, cudaStream_t stream) {
   const int64_t channels = input.size(1);
   TORCH_CHECK_VALUE(
-      (channels + 31) / 32 <= 65535, "roi_pool: too many channels for the CUDA kernel (", channels, ")");
+      (channels + 31) / 32 <= 65535, message("roi_pool: too many channels for the CUDA kernel (", channels, ")"));
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   TORCH_INTERNAL_ASSERT(x.stride(1) == 1 || channels == 1);
   const at::Tensor rois_c = rois.contiguous();
@@ -101,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(
     int64_t pooled_height,
     int64_t pooled_width) {
   check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(input.is_cuda(), "roi_pool: the CUDA kernel got a tensor on ", input.device());
+  TORCH_CHECK_VALUE(input.is_cuda(), message("roi_pool: the CUDA kernel got a tensor on ", input.device()));
   (void)kernel_dtype(input.scalar_type());  // throws for an unsupported dtype
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.get_device()).stream();
   const std::string problem = rois_problem_cuda(rois, input.size(0), spatial_scale, stream);
@@ -124,7 +124,7 @@ at::Tensor roi_pool_inference_cuda(
     int64_t pooled_height,
     int64_t pooled_width) {
   check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(input.is_cuda(), "roi_pool: the CUDA kernel got a tensor on ", input.device());
+  TORCH_CHECK_VALUE(input.is_cuda(), message("roi_pool: the CUDA kernel got a tensor on ", input.device()));
   (void)kernel_dtype(input.scalar_type());  // throws for an unsupported dtype
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.get_device()).stream();
@@ -147,7 +147,7 @@ at::Tensor roi_pool_backward_cuda(
     int64_t height,
     int64_t width) {
   check_backward_args(grad, rois, argmax, pooled_height, pooled_width, batch_size, channels, height, width);
-  TORCH_CHECK_VALUE(grad.is_cuda(), "roi_pool_backward: the CUDA kernel got a tensor on ", grad.device());
+  TORCH_CHECK_VALUE(grad.is_cuda(), message("roi_pool_backward: the CUDA kernel got a tensor on ", grad.device()));
   const cuda::DType dtype = kernel_dtype(grad.scalar_type());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(grad.get_device()).stream();
   if (grad.numel() != 0 && batch_size * channels * height * width != 0) {

@@ -58,6 +58,8 @@
 #include <utility>
 #include <vector>
 
+#include "error_message.h"
+
 namespace fastrcnn {
 namespace selective_search {
 namespace {
@@ -517,8 +519,8 @@ at::Tensor selective_search(at::TensorList images, at::TensorList smoothed, at::
   TORCH_CHECK(static_cast<int64_t>(smoothed.size()) == nc && static_cast<int64_t>(textures.size()) == nc,
               "selective_search: one smoothed image and one texture map per colour space");
   TORCH_CHECK(!ks.empty() && !strategies.empty(), "selective_search: no k values or no strategies given");
-  for (int64_t s : strategies) TORCH_CHECK(s >= 0 && s <= 3, "selective_search: unknown strategy ", s);
-  for (double k : ks) TORCH_CHECK(k > 0 && std::isfinite(k), "selective_search: k must be positive, got ", k);
+  for (int64_t s : strategies) TORCH_CHECK(s >= 0 && s <= 3, message("selective_search: unknown strategy ", s));
+  for (double k : ks) TORCH_CHECK(k > 0 && std::isfinite(k), message("selective_search: k must be positive, got ", k));
   for (int64_t i = 0; i < nc; ++i) {
     TORCH_CHECK(images[i].size(0) == images[0].size(0) && images[i].size(1) == images[0].size(1),
                 "selective_search: all colour spaces must have the same size");
