@@ -90,3 +90,31 @@ def test_zero_and_two_workers_train_with_the_same_losses(synthetic_voc: Path, tm
                                  photometric=0.2, workers=workers, checkpoint_every=5)
         runs[workers] = losses(train(settings).history)
     assert len(runs[0]) == 5 and runs[0] == runs[2]
+
+
+def test_difficult_boxes_are_left_out_of_training_unless_asked():
+    """py-faster-rcnn's use_diff = False: difficult (iscrowd) boxes are not training targets."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from fastrcnn_cli.data.records import ImageRecord
+    from fastrcnn_cli.training.data import without_difficult
+
+    boxes = np.array([[0, 0, 9, 9], [5, 5, 20, 20], [1, 2, 3, 4]], np.float32)
+    record = ImageRecord("a", Path("a.jpg"), 30, 30, boxes, np.array([0, 1, 2]), np.array([False, True, False]),
+                         areas=np.array([1.0, 2.0, 3.0], np.float32))
+    kept = without_difficult(record)
+    assert kept.boxes.tolist() == [[0, 0, 9, 9], [1, 2, 3, 4]] and kept.labels.tolist() == [0, 2]
+    assert not kept.difficult.any() and kept.areas.tolist() == [1.0, 3.0]
+    assert record.num_objects == 3  # the data set's record is not changed
+    plain = ImageRecord("b", Path("b.jpg"), 30, 30, boxes[:1], np.array([0]), np.array([False]))
+    assert without_difficult(plain) is plain
+
+
+def test_runs_recorded_before_use_difficult_keep_training_on_difficult_boxes():
+    from fastrcnn_cli.training.settings import TrainSettings
+
+    assert TrainSettings.from_dict({"data": "d", "recipe": "small-data"}).use_difficult
+    assert not TrainSettings.from_dict({"data": "d", "recipe": "small-data", "use_difficult": False}).use_difficult
+    assert not TrainSettings(data="d").use_difficult

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -336,6 +336,17 @@ def make_loader(
         multiprocessing_context="spawn" if workers else None,
         generator=torch.Generator(),
     )
+
+
+def without_difficult(record: ImageRecord) -> ImageRecord:
+    """The record with its difficult boxes (VOC's ``difficult``, COCO's ``iscrowd``) left out, as the original
+    trains (py-faster-rcnn's ``use_diff = False``): such a box is neither a foreground target nor a reason to
+    spare a proposal, so a proposal on it may be sampled as background. Evaluation ignores them either way."""
+    if not len(record.difficult) or not record.difficult.any():
+        return record
+    keep = ~record.difficult
+    return replace(record, boxes=record.boxes[keep], labels=record.labels[keep], difficult=record.difficult[keep],
+                   areas=None if record.areas is None else record.areas[keep])
 
 
 def usable_records(records: Sequence[ImageRecord], proposals: Mapping[str, np.ndarray]) -> list[ImageRecord]:

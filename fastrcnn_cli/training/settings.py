@@ -123,6 +123,10 @@ class TrainSettings:
     bg_iou_low: float = setting(0.1, "Background: IoU in [this, --bg-iou-high).", panel=SAMPLING, interval=FRACTION)
     bg_iou_high: float = setting(0.5, "Upper bound of background IoU.", panel=SAMPLING, interval=FRACTION)
     flip: bool = setting(True, "Add horizontally flipped images.", panel=SAMPLING)
+    use_difficult: bool = setting(
+        False, "Train on boxes marked difficult (VOC) or iscrowd (COCO); the original leaves them out "
+        "(evaluation ignores them either way).", panel=SAMPLING,
+    )
     scale: tuple[int, ...] | None = setting(
         None, f"Shorter side in pixels; repeat for multi-scale training, one drawn per image ({recipe_values('scale')}).",
         panel=SAMPLING, interval=PIXELS, old_names=("scales",),
@@ -255,6 +259,8 @@ class TrainSettings:
         values = recorded_values(cls, data)
         if "amp_dtype" not in data:  # written before bfloat16: its --amp meant float16
             values["amp_dtype"] = "float16"
+        if "use_difficult" not in data:  # written before difficult boxes were left out: it trained on them
+            values["use_difficult"] = True
         if "recipe" not in data:  # a run folder from before recipes: what it trained with had none of them
             values.update(backbone_lr_factor=1.0, clip_grad_norm=math.inf, photometric=0.0)
         return cls(**values)

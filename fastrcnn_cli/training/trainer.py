@@ -49,6 +49,7 @@ from fastrcnn_cli.training.data import (
     default_workers,
     make_loader,
     usable_records,
+    without_difficult,
 )
 from fastrcnn_cli.training.distributed import barrier, finish, init_distributed
 from fastrcnn_cli.training.hooks import CheckpointHook, EvalHook, HookBase, LogHook, ProgressHook, StopHook
@@ -126,7 +127,10 @@ class Trainer:
         self.eval_set, self.validation = validation.eval_set, validation.how
         self.proposal_settings = s.proposal_settings()
         self.train_props, self.eval_data = self._proposals(validation)
-        records = usable_records(validation.train_records, self.train_props)
+        train_records = validation.train_records
+        if not s.use_difficult:
+            train_records = [without_difficult(r) for r in train_records]
+        records = usable_records(train_records, self.train_props)
         if not records:
             raise InputError(f"split {s.split!r} has no image with a box or a proposal to train on", self.train_set.root)
         self.records = records
