@@ -125,6 +125,41 @@ def imported_cache_dir(dataset_root: Path, source_file: Path) -> Path:
     return cache_base_dir() / "proposals" / f"{_slug(root.name)}-imported-{_digest(*key)}"
 
 
+def source_sha256(path: Path) -> str:
+    """The SHA-256 of an imported proposal source: a file's bytes, or a folder's ``*.mat`` files (names and
+    bytes, in name order)."""
+    digest = hashlib.sha256()
+    files = sorted(path.glob("*.mat")) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.name.encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_imported(
+    cache_dir: Path,
+    dataset_root: Path | None,
+    source: Path,
+    records: Sequence[ImageRecord],
+    boxes: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray] | None = None,
+    **details: Any,
+) -> Path:
+    """Write proposals imported from ``source`` (a .mat, Detectron2 or MMDetection file) into a cache folder
+    whose description records the file and its SHA-256 (:func:`source_sha256`) with ``details``: importing the
+    same file again is idempotent, another one is refused (:class:`CacheMismatchError`). Returns the folder."""
+    meta = make_meta(SOURCE_IMPORTED, None, dataset_root, imported_from=str(source.resolve()),
+                     imported_sha256=source_sha256(source), **details)
+    cache = ProposalCache.open(cache_dir, meta)
+    sizes = {r.id: (r.width, r.height) for r in records}
+    for image_id, image_boxes in boxes.items():
+        cache.save(image_id, image_boxes, sizes[image_id], (scores or {}).get(image_id))
+    return cache.path
+
+
 def file_name(image_id: str) -> str:
     """The cache file name of an image id (ids that are not plain names get a hashed name)."""
     if _SAFE_ID.match(image_id):

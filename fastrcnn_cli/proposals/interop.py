@@ -86,7 +86,6 @@ NumPy 1.x reads the files, which it cannot when NumPy 2 pickles an array the usu
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 from collections.abc import Sequence
@@ -98,7 +97,7 @@ import numpy as np
 
 from fastrcnn_cli.errors import FastRCNNError, InputError
 from fastrcnn_cli.io import atomic_write, os_reason
-from fastrcnn_cli.proposals.cache import SOURCE_IMPORTED, ProposalCache, make_meta
+from fastrcnn_cli.proposals.cache import ProposalCache, save_imported
 from fastrcnn_cli.proposals.selective_search import clip_boxes
 
 if TYPE_CHECKING:
@@ -511,14 +510,6 @@ def clean_boxes(
 # import into a proposal cache
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_proposals(
     source: str | Path,
     records: Sequence[ImageRecord],
@@ -537,21 +528,10 @@ def import_proposals(
     source = Path(source).expanduser()
     proposals = read_proposal_file(source)
     imported = match_to_records(proposals, records, split_ids)
-    meta = make_meta(
-        SOURCE_IMPORTED,
-        None,
-        dataset_root,
-        imported_from=str(source.resolve()),
-        imported_sha256=_sha256(source),
-        imported_format=proposals.format,
-        imported_matched_by=imported.matched_by,
-        **({"imported_bbox_mode": BOX_MODES[proposals.bbox_mode]} if proposals.bbox_mode is not None else {}),
-    )
-    cache = ProposalCache.open(cache_dir, meta)
-    sizes = {r.id: (r.width, r.height) for r in records}
-    for image_id, boxes in imported.boxes.items():
-        cache.save(image_id, boxes, sizes[image_id], imported.scores.get(image_id))
-    return imported, cache.path
+    bbox_mode = {"imported_bbox_mode": BOX_MODES[proposals.bbox_mode]} if proposals.bbox_mode is not None else {}
+    folder = save_imported(cache_dir, dataset_root, source, records, imported.boxes, imported.scores,
+                           imported_format=proposals.format, imported_matched_by=imported.matched_by, **bbox_mode)
+    return imported, folder
 
 
 # ---------------------------------------------------------------------------------------------------------

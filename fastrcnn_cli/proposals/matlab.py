@@ -22,7 +22,6 @@ scipy is only needed for this module.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastrcnn_cli.errors import InputError
-from fastrcnn_cli.proposals.cache import SOURCE_IMPORTED, ProposalCache, make_meta
+from fastrcnn_cli.proposals.cache import save_imported
 from fastrcnn_cli.proposals.selective_search import clip_boxes, unique_boxes
 
 if TYPE_CHECKING:
@@ -257,17 +256,6 @@ def read_image_mats(folder: str | Path, records: Sequence[ImageRecord], layout: 
     return result
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.glob("*.mat")):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    else:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def import_mat(
@@ -290,17 +278,6 @@ def import_mat(
         imported = read_image_mats(source, records, layout)
     else:
         imported = read_dataset_mat(source, records, split_ids, layout)
-    meta = make_meta(
-        SOURCE_IMPORTED,
-        None,
-        dataset_root,
-        imported_from=str(source.resolve()),
-        imported_sha256=file_sha256(source),
-        imported_layout=imported.layout,
-        imported_matched_by=imported.matched_by,
-    )
-    cache = ProposalCache.open(cache_dir, meta)
-    sizes = {r.id: (r.width, r.height) for r in records}
-    for image_id, boxes in imported.boxes.items():
-        cache.save(image_id, boxes, sizes[image_id])
-    return imported, cache.path
+    folder = save_imported(cache_dir, dataset_root, source, records, imported.boxes,
+                           imported_layout=imported.layout, imported_matched_by=imported.matched_by)
+    return imported, folder
