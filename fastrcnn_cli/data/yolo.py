@@ -31,7 +31,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,21 @@ _SPLIT_KEYS = ("train", "val", "test")
 # --------------------------------------------------------------------------------------------------
 
 
-def _strip_comment(line: str) -> str:
+def _unquoted(text: str) -> Iterator[tuple[int, str]]:
+    """(index, character) of each character of ``text`` outside single or double quotes (quotes excluded)."""
     quote = None
-    for i, ch in enumerate(line):
+    for i, ch in enumerate(text):
         if quote:
             quote = None if ch == quote else quote
         elif ch in "'\"":
             quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+        else:
+            yield i, ch
+
+
+def _strip_comment(line: str) -> str:
+    for i, ch in _unquoted(line):
+        if ch == "#" and (i == 0 or line[i - 1].isspace()):
             return line[:i].rstrip()
     return line.rstrip()
 
@@ -111,13 +118,8 @@ def _scalar(text: str) -> Any:
 
 def _pair(text: str) -> tuple[Any, Any] | None:
     """``key: value`` -> (key, value), None when the text is no pair (a colon inside quotes does not count)."""
-    quote = None
-    for i, ch in enumerate(text):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == ":" and (i + 1 == len(text) or text[i + 1].isspace()):
+    for i, ch in _unquoted(text):
+        if ch == ":" and (i + 1 == len(text) or text[i + 1].isspace()):
             return _scalar(text[:i]), text[i + 1 :].strip()
     return None
 
