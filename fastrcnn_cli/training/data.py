@@ -25,7 +25,9 @@ targets normalised (:mod:`fastrcnn_cli.box_coding`).
 
 from __future__ import annotations
 
+import multiprocessing.context
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -316,6 +318,28 @@ def _worker_init(_: int) -> None:
     cv2.setNumThreads(1)
 
 
+class _WorkerProcess(multiprocessing.context.SpawnProcess):
+    """A spawned DataLoader worker that ends with ``os._exit`` once its loop is done.
+
+    A spawned process otherwise leaves through ``sys.exit``: the interpreter's finalisation, then the C++
+    libraries' static destructors. One of those (in a library the worker loaded, not in our code) sometimes
+    destroys a thread that is still running, and ``std::terminate`` kills the finished worker with SIGABRT
+    ("terminate called without an active exception"), which the DataLoader reports as a crash of the run,
+    although every batch had been delivered (intermittently, at the end of a run or of a test). A worker
+    has nothing to finalise: its results went through the queue, whose own finaliser ``_bootstrap`` has run."""
+
+    def _bootstrap(self, parent_sentinel: int | None = None) -> int:  # type: ignore[override]
+        code = super()._bootstrap(parent_sentinel)
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        os._exit(code)
+
+
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    Process = _WorkerProcess
+
+
 def make_loader(
     images: TrainImages, plan: EpochPlan, rank: int, start: int, workers: int, device: torch.device, multiple: int
 ) -> DataLoader:
@@ -323,9 +347,9 @@ def make_loader(
 
     Workers are *spawned*, not forked: the training process holds threads (torch's and OpenCV's pools, a
     progress display) that a fork would copy in a locked state (a forked worker hung in OpenCV). Spawning costs
-    a few seconds once per run. The loader draws nothing from torch's global generator (its own generator
-    seeds the workers, whose global generators the data code never uses), so the training's random state is
-    the same with any ``workers``."""
+    a few seconds once per run; a worker ends with ``os._exit`` (:class:`_WorkerProcess`). The loader draws
+    nothing from torch's global generator (its own generator seeds the workers, whose global generators the
+    data code never uses), so the training's random state is the same with any ``workers``."""
     return DataLoader(
         images,
         batch_sampler=PlanSampler(plan, rank, start),
@@ -333,7 +357,7 @@ def make_loader(
         collate_fn=Collate(multiple),
         pin_memory=device.type == "cuda",
         worker_init_fn=_worker_init if workers else None,
-        multiprocessing_context="spawn" if workers else None,
+        multiprocessing_context=_WorkerContext() if workers else None,
         generator=torch.Generator(),
     )
 
