@@ -19,8 +19,9 @@ rois = np.stack([x, y, np.minimum(x + bw, w) - 1, np.minimum(y + bh, h) - 1], ax
 factor = scale / min(h, w) if round(scale / min(h, w) * max(h, w)) <= max_size else max_size / max(h, w)
 resized = cv2.resize(image, (round(w * factor), round(h * factor)))  # the network input: shorter side = scale
 scores, boxes = session.run(None, {"image": resized, "rois": rois, "im_info": np.array([h, w, factor], np.float32)})
-for k, name in enumerate(classes, start=1):  # per class: score threshold 0.5, NMS at IoU 0.3
+nms = json.loads(meta["fastrcnn.checkpoint"]).get("postprocess", {}).get("nms", 0.3)  # the model's NMS IoU
+for k, name in enumerate(classes, start=1):  # per class: score threshold 0.5, NMS at the model's IoU
     b = boxes[:, 4 * k : 4 * k + 4]
     xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2] + 1], axis=1).tolist()
-    for i in cv2.dnn.NMSBoxes(xywh, scores[:, k].tolist(), 0.5, 0.3):
+    for i in cv2.dnn.NMSBoxes(xywh, scores[:, k].tolist(), 0.5, nms):
         print(f"{name} {scores[i, k]:.3f} " + " ".join(f"{v:.1f}" for v in b[i]))

@@ -35,6 +35,8 @@ OUTPUT, LABELS, VIDEO = "Output", "Labels out (data sets, crops)", "Video and ca
 MODEL, PROPOSALS = "Model", "Proposals"
 #: the test scale and longer-side cap of a checkpoint that records none
 DEFAULT_SCALE, DEFAULT_MAX_SIZE = 600, 1000
+#: the per-class NMS IoU of a checkpoint that records none: the paper's (its test-time NMS, 0.3)
+DEFAULT_NMS = 0.3
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class DetectSettings:
     score_threshold: float = setting(
         0.5, "Keep detections scoring at least this (evaluation uses the floor EVAL_SCORE_THRESHOLD)."
     )
-    nms: float = setting(0.3, "Per-class NMS IoU threshold (1 keeps all but exact duplicates).")
+    nms: float = setting(DEFAULT_NMS, "Per-class NMS IoU threshold (1 keeps all but exact duplicates).")
     max_detections: int = setting(100, "Detections kept per image, over all classes.")
     classes: tuple[str, ...] | None = setting(None, "Keep only these class names (None: all).")
     dedup: bool = setting(True, "Pool proposals that round to the same feature cells once (DEDUP_BOXES).")
@@ -75,14 +77,16 @@ class DetectSettings:
     @classmethod
     def for_checkpoint(
         cls, meta: Checkpoint, scale: tuple[int, ...] | list[int] | None = None, max_size: int | None = None,
-        **kw: Any,
+        nms: float | None = None, **kw: Any,
     ) -> DetectSettings:
         """Settings for a checkpoint's model: the test scale is the checkpoint's first training scale (the one
-        ``train``'s periodic evaluation uses) and its ``max_size``, unless given."""
+        ``train``'s periodic evaluation uses), its ``max_size`` and its NMS IoU (:data:`DEFAULT_NMS` when it
+        records none), unless given."""
         meta_scales = tuple(meta.scales) or (DEFAULT_SCALE,)
         return cls(
             scale=tuple(int(s) for s in scale) if scale else (int(meta_scales[0]),),
             max_size=int(max_size) if max_size is not None else int(meta.max_size or DEFAULT_MAX_SIZE),
+            nms=float(nms) if nms is not None else float(meta.nms if meta.nms is not None else DEFAULT_NMS),
             **kw,
         )
 
@@ -174,8 +178,11 @@ class DetectRunSettings:
     )
     score_threshold: float = setting(0.5, "Score threshold (the paper's demo used 0.8).", panel=MODEL,
                                      interval=FRACTION)
-    nms: float = setting(0.3, "Per-class NMS IoU threshold (1 keeps all but exact duplicates).", panel=MODEL,
-                         interval=POSITIVE_FRACTION)
+    nms: float | None = setting(
+        None, "Per-class NMS IoU threshold, 1 keeps all but exact duplicates (default: the model's, which its "
+        f"training recipe chose on validation data; {DEFAULT_NMS}, the paper's, for models that record none).",
+        panel=MODEL, interval=POSITIVE_FRACTION,
+    )
     max_detections: int = setting(100, "Detections kept per image, over all classes.", panel=MODEL,
                                   interval=count(1, 100_000))
     classes: tuple[str, ...] | None = setting(

@@ -76,6 +76,7 @@ class EvaluateSettings:
     detections: Path | None = None  #: re-score this detections file instead of running a model
     scale: tuple[int, ...] | None = None  #: test scales (None: the checkpoint's training scale)
     max_size: int | None = None  #: longer side cap (None: the checkpoint's)
+    nms: float | None = None  #: per-class NMS IoU (None: the checkpoint's, else the paper's 0.3)
     device: str = "auto"
     metric: Metric | None = None  #: the headline AP (None: voc07 for VOC 2007 data, else area)
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
@@ -95,8 +96,10 @@ class EvaluateSettings:
             problems.append(("data_format", f"choose {', '.join(FORMATS)}, not {self.data_format!r}"))
         if not 0.0 < self.iou_threshold <= 1.0:  # also refuses NaN
             problems.append(("iou_threshold", f"must be in (0, 1] (got {self.iou_threshold:g})"))
+        if self.nms is not None and not 0.0 < self.nms <= 1.0:
+            problems.append(("nms", f"must be in (0, 1] (got {self.nms:g})"))
         if self.detections is not None:
-            for name in ("weights", "scale", "max_size", "save_detections"):
+            for name in ("weights", "scale", "max_size", "nms", "save_detections"):
                 if getattr(self, name) is not None:
                     problems.append((name, "applies when the model runs, and detections re-scores saved detections"))
         if problems:
@@ -178,7 +181,7 @@ def run_evaluate(settings: EvaluateSettings) -> EvaluateResult:
         run_dir = _make_run_dir(s)
         return _rescore(s, saved, data, run_dir, t_start)
 
-    loaded = load_detector(s.weights, s.device, scale=s.scale, max_size=s.max_size, proposals=s.proposals)
+    loaded = load_detector(s.weights, s.device, scale=s.scale, max_size=s.max_size, nms=s.nms, proposals=s.proposals)
     data = load_eval_data(
         s.data, s.split, loaded.classes, None, requested=s.classes, strict=s.strict, metric=s.voc_headline,
         format=s.data_format,
@@ -189,6 +192,7 @@ def run_evaluate(settings: EvaluateSettings) -> EvaluateResult:
         f"{len(data.classes)} classes) on {describe_device(loaded.device)}"
         + (f" with {loaded.runtime}" if loaded.runtime else "")
         + f"; scale {'/'.join(str(x) for x in loaded.detect_settings.scale)}, max size {loaded.detect_settings.max_size}"
+        + f", NMS {loaded.detect_settings.nms:g}"
     )
     data = load_proposals(data, loaded.proposal_settings, cache_dir=s.proposal_cache, workers=s.workers)
     evaluation = evaluate_split(loaded.detector, data, description="detecting", iou_threshold=s.iou_threshold)

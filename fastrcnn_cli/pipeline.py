@@ -20,8 +20,9 @@ the same data gives the same mAP, bit for bit, whichever command asks (``tests/t
    which both must know); the ground truth restricted to them; the proposals from the ``fastrcnn propose``
    cache, computed when missing; the headline metric (VOC07 11-point for VOC 2007 data, else the area AP).
 3. :func:`evaluate_split`: detection under the evaluation protocol (:data:`EVAL_SCORE_THRESHOLD` score floor,
-   NMS 0.3, 100 detections per image, candidates restricted to the evaluated classes; the test scale and
-   proposals as loaded), the detections mapped to the evaluated classes, then
+   100 detections per image, candidates restricted to the evaluated classes; the test scale, the NMS IoU and the
+   proposals as loaded: the model's own NMS IoU, :data:`~fastrcnn_cli.detect_settings.DEFAULT_NMS` for a model
+   that records none), the detections mapped to the evaluated classes, then
    :func:`~fastrcnn_cli.evaluation.evaluate_voc`. :func:`score_detections` is the last step alone, for saved
    detections (``fastrcnn evaluate --detections``).
 
@@ -56,6 +57,7 @@ from fastrcnn_cli.detect import (
     detect_dataset,
     proposal_settings_from_meta,
 )
+from fastrcnn_cli.detect_settings import DEFAULT_NMS
 from fastrcnn_cli.detections import Detections
 from fastrcnn_cli.devices import resolve_device
 from fastrcnn_cli.evaluation import DEFAULT_IOU_THRESHOLD, Headline, VOCResult, evaluate_voc, headline_for
@@ -65,7 +67,6 @@ from fastrcnn_cli.onnx_backend import load_network
 from fastrcnn_cli.proposal_settings import ProposalSettings
 
 __all__ = [
-    "EVAL_NMS",
     "EVAL_MAX_DETECTIONS",
     "ClassMatchError",
     "EvalData",
@@ -86,8 +87,7 @@ __all__ = [
     "score_detections",
 ]
 
-#: the evaluation protocol's NMS IoU and detections per image (py-faster-rcnn's test protocol)
-EVAL_NMS = 0.3
+#: the evaluation protocol's detections per image (py-faster-rcnn's test protocol); the NMS IoU is the model's
 EVAL_MAX_DETECTIONS = 100
 
 
@@ -150,14 +150,15 @@ def load_detector(
     scale: Sequence[int] | None = None,
     max_size: int | None = None,
     score_threshold: float = 0.5,
-    nms: float = EVAL_NMS,
+    nms: float | None = None,
     max_detections: int = EVAL_MAX_DETECTIONS,
     classes: Sequence[str] | None = None,
     proposals: ProposalOverrides | None = None,
 ) -> LoadedDetector:
     """Find the weights (``None``: the shipped model), read them, and build the :class:`Detector`.
 
-    ``scale`` / ``max_size`` None: the checkpoint's first training scale and its ``max_size``. ``classes``:
+    ``scale`` / ``max_size`` / ``nms`` None: the checkpoint's first training scale, its ``max_size`` and its NMS
+    IoU (:data:`~fastrcnn_cli.detect_settings.DEFAULT_NMS` when it records none). ``classes``:
     keep only these class names (each must be the model's: :class:`UnknownClassError` names ``classes``
     otherwise). ``proposals``: Selective Search settings laid over the checkpoint's recorded ones.
     """
@@ -187,14 +188,15 @@ def detector_for_model(
     *,
     normalised_deltas: bool = False,
     score_threshold: float = EVAL_SCORE_THRESHOLD,
+    nms: float = DEFAULT_NMS,
 ) -> Detector:
     """A :class:`Detector` for a model in memory (training's periodic evaluation: the live model, whose
     regressor still predicts normalised offsets, ``normalised_deltas=True``), with the evaluation protocol's
-    settings at ``test_scale`` (an int, or several scales) and ``max_size``. The model stays in the mode it is in
-    (training's model keeps training between evaluations)."""
+    settings at ``test_scale`` (an int, or several scales), ``max_size`` and the NMS IoU the saved model will
+    record. The model stays in the mode it is in (training's model keeps training between evaluations)."""
     scales = (int(test_scale),) if isinstance(test_scale, (int, np.integer)) else tuple(int(s) for s in test_scale)
     settings = DetectSettings(
-        scale=scales, max_size=int(max_size), score_threshold=score_threshold, nms=EVAL_NMS,
+        scale=scales, max_size=int(max_size), score_threshold=score_threshold, nms=nms,
         max_detections=EVAL_MAX_DETECTIONS,
     )
     training = model.training
@@ -454,13 +456,11 @@ class SplitEvaluation:
 
 
 def eval_settings(settings: DetectSettings, classes: Sequence[str] | None) -> DetectSettings:
-    """``settings`` (test scales, ``max_size``) under the evaluation protocol: score floor
-    :data:`EVAL_SCORE_THRESHOLD`, NMS :data:`EVAL_NMS`, :data:`EVAL_MAX_DETECTIONS` per image, only ``classes``
-    competing for them."""
+    """``settings`` (test scales, ``max_size``, NMS IoU) under the evaluation protocol: score floor
+    :data:`EVAL_SCORE_THRESHOLD`, :data:`EVAL_MAX_DETECTIONS` per image, only ``classes`` competing for them."""
     return dataclasses.replace(
         settings,
         score_threshold=EVAL_SCORE_THRESHOLD,
-        nms=EVAL_NMS,
         max_detections=EVAL_MAX_DETECTIONS,
         classes=None if classes is None else tuple(classes),
     )

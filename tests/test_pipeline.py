@@ -195,6 +195,36 @@ def test_load_detector_derives_every_setting_from_the_checkpoint(checkpoint: Pat
                                                  "proposer": "native"}  # fmt: skip
 
 
+def test_the_nms_iou_comes_from_the_checkpoint_unless_given(
+    checkpoint: Path, synthetic_voc: Path, cache: Path, classes: tuple[str, ...], tmp_path: Path
+) -> None:
+    """A checkpoint records the NMS IoU its recipe tests with; detect and evaluate use it unless told otherwise,
+    and one that records none (older files, the shipped model) gets the paper's 0.3."""
+    assert load_detector(checkpoint, "cpu").detect_settings.nms == 0.3  # records none
+    model, meta = load_checkpoint(checkpoint)
+    meta.nms = 0.6
+    recorded = tmp_path / "nms.pt"
+    save_checkpoint(recorded, model, meta, normalised_regressor=False)
+    assert load_checkpoint(recorded)[1].nms == 0.6
+    assert load_detector(recorded, "cpu").detect_settings.nms == 0.6
+    assert load_detector(recorded, "cpu", nms=0.45).detect_settings.nms == 0.45
+    # evaluation keeps the detector's NMS IoU: a looser one keeps more overlapping boxes
+    data = load_eval_data(synthetic_voc, "test", classes, proposal_settings_from_meta(meta), cache_dir=cache,
+                          workers=1)  # fmt: skip
+    counts = {nms: sum(len(d.boxes) for d in evaluate_split(load_detector(recorded, "cpu", nms=nms).detector,
+                                                            data).detections) for nms in (0.1, 0.9)}  # fmt: skip
+    assert counts[0.1] < counts[0.9]
+    meta.nms = 1.5
+    save_checkpoint(tmp_path / "bad.pt", model, meta, normalised_regressor=False)
+    with pytest.raises(CheckpointError, match="nms") as info:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert str(tmp_path / "bad.pt") in str(info.value)
+    result = _cli("evaluate", synthetic_voc, "-s", "test", "-w", recorded, "--nms", 0.45, "--out", tmp_path / "ev",
+                  "--proposal-cache", cache, "--workers", 1, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["settings"]["nms"] == 0.45
+
+
 def test_unusable_recorded_proposal_settings_name_the_checkpoint(
     synthetic_voc: Path, tmp_path: Path, classes: tuple[str, ...]
 ) -> None:

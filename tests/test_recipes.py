@@ -71,6 +71,9 @@ def test_recipes_fill_only_what_is_unset_and_scale_the_schedule() -> None:
     assert mine.max_size >= 600
     paper = TrainSettings(data="x", backbone="efficientnet-lite0", recipe="paper").resolved(300)
     assert (paper.lr, paper.iterations, paper.clip_grad_norm) == (0.001, 40000, math.inf)
+    # the test-time NMS IoU: the paper's 0.3, the small-data recipe's 0.4 (chosen on validation), or the user's
+    assert (paper.resolved_test_nms, small.resolved_test_nms) == (0.3, recipe.test_nms) and recipe.test_nms == 0.4
+    assert TrainSettings(data="x", backbone="efficientnet-lite0", test_nms=0.5).resolved(300).resolved_test_nms == 0.5
 
 
 def test_settings_errors_name_fields_not_flags() -> None:
@@ -79,6 +82,8 @@ def test_settings_errors_name_fields_not_flags() -> None:
     assert "--" not in str(info.value)
     with pytest.raises(SettingsError, match="recipe"):
         TrainSettings(data="x", recipe="magic").validate()
+    with pytest.raises(SettingsError, match="test_nms"):
+        TrainSettings(data="x", test_nms=0.0).validate()
 
 
 def test_old_run_folders_resume_without_the_new_defaults() -> None:
@@ -86,6 +91,7 @@ def test_old_run_folders_resume_without_the_new_defaults() -> None:
            "max_size": 800, "iterations": 100, "lr_steps": [80], "warmup_iterations": 10, "weight_decay": 0.0005}
     s = TrainSettings.from_dict(old).resolved(100)
     assert (s.backbone_lr_factor, s.clip_grad_norm, s.photometric, s.eval_split) == (1.0, math.inf, 0.0, "none")
+    assert s.resolved_test_nms == 0.3  # evaluated at the paper's NMS IoU before it was a setting
     # fields renamed to their flags read under the new names
     assert (s.scale, s.lr_step, s.warmup, s.iterations) == ((480,), (80,), 10, 100)
     assert TrainSettings.from_dict({"data": "x", "holdout_fraction": 0.3, "proposal_proposer": "native"}).holdout == 0.3

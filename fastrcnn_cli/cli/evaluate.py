@@ -31,9 +31,9 @@ ar10, ar100, ar_small, ar_medium, ar_large as fractions, per class ap and ap50; 
 ``coco_files``.
 
 Detection follows the evaluation protocol of training's periodic evaluation (the same
-:func:`fastrcnn_cli.pipeline.evaluate_split`): score floor :data:`fastrcnn_cli.detect.EVAL_SCORE_THRESHOLD`, NMS
-0.3, 100 detections per image, the checkpoint's test scale and proposal settings (the proposal options override
-them), proposals from the ``fastrcnn propose`` cache.
+:func:`fastrcnn_cli.pipeline.evaluate_split`): score floor :data:`fastrcnn_cli.detect.EVAL_SCORE_THRESHOLD`, 100
+detections per image, the checkpoint's test scale, NMS IoU and proposal settings (the options override them),
+proposals from the ``fastrcnn propose`` cache.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from fastrcnn_cli.cli.options import (
     DataFormat,
     DataFormatOption,
     MaxSizeOption,
+    NmsOption,
     ProposalChoices,
     ScaleOption,
     ThreadsOption,
@@ -105,6 +106,7 @@ def evaluate(
     ] = None,
     scale: ScaleOption = None,
     max_size: MaxSizeOption = None,
+    nms: NmsOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     metric: Annotated[
@@ -135,8 +137,8 @@ def evaluate(
     IoU >= 0.5 with +1-pixel areas; difficult boxes neither counted nor penalised; a second detection of a box
     is a false positive. Both the VOC07 11-point AP and the area AP are reported; the headline is VOC07 for
     VOC 2007 data, area otherwise. Detection as in training's evaluation: proposals from the `fastrcnn propose`
-    cache (computed when missing) with the checkpoint's settings, score floor 0.001, NMS 0.3, 100 detections
-    per image.
+    cache (computed when missing) with the checkpoint's settings, score floor 0.001, the model's NMS IoU, 100
+    detections per image.
 
     --metric coco scores the same detections with pycocotools (COCO's AP @[.5:.95] as the headline, AP50,
     AP75, AP and AR by object size) and writes the coco_gt.json and coco_results.json it read. Data sets in
@@ -161,9 +163,10 @@ def evaluate(
         raise typer.BadParameter(f"choose {', '.join(METRICS)}, not {metric!r}", param_hint="--metric")
     if detections is not None and weights is not None:
         raise InputError("give --weights (run the model) or --detections (re-score saved detections), not both")
-    if detections is not None and (scale or max_size or save_detections):
+    if detections is not None and (scale or max_size or nms is not None or save_detections):
         raise InputError(
-            "--scale, --max-size and --save-detections apply when the model runs; --detections re-scores saved detections"
+            "--scale, --max-size, --nms and --save-detections apply when the model runs; --detections re-scores saved "
+            "detections"
         )
     settings = EvaluateSettings(
         data=data,
@@ -174,6 +177,7 @@ def evaluate(
         detections=detections,
         scale=tuple(scale) if scale else None,
         max_size=max_size,
+        nms=nms,
         device=device,
         metric=metric,  # type: ignore[arg-type]  # checked above
         iou_threshold=iou,

@@ -8,7 +8,8 @@ and :func:`proposal_settings` lays what the user gave over that base. A command 
 settings class (``settings_options(..., shared=PROPOSAL_OPTIONS)``), or with the :func:`proposal_options`
 decorator, which hands them over as one :class:`ProposalChoices`. ``--data-format`` (:data:`DataFormatOption`,
 :func:`data_format`) is the data set's format on every command that reads one; ``--scale`` and ``--max-size``
-(:data:`ScaleOption`, :data:`MaxSizeOption`) the test scale on every command that runs a model.
+(:data:`ScaleOption`, :data:`MaxSizeOption`, :data:`NmsOption`) the test scale and NMS IoU on every command that
+runs a model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Annotated, Any
 import typer
 
 from fastrcnn_cli.cli import ranges
+from fastrcnn_cli.detect_settings import DEFAULT_NMS
 from fastrcnn_cli.proposal_settings import ProposalSettings  # light: no NumPy at start-up
 
 PROPOSALS_PANEL = "Proposals"
@@ -183,6 +185,13 @@ MaxSizeOption = Annotated[
     int | None,
     typer.Option("--max-size", parser=ranges.PIXELS, show_default=False, rich_help_panel=MODEL_PANEL,
                  help="Longer side cap in pixels (default: the checkpoint's)."),
+]
+NmsOption = Annotated[
+    float | None,
+    typer.Option("--nms", parser=ranges.POSITIVE_FRACTION, show_default=False, rich_help_panel=MODEL_PANEL,
+                 help=f"Per-class NMS IoU threshold, 1 keeps all but exact duplicates (default: the model's, which "
+                 f"its training recipe chose on validation data; {DEFAULT_NMS}, the paper's, for models that record "
+                 "none)."),
 ]
 
 

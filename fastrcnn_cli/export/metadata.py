@@ -40,7 +40,8 @@ INPUTS_TEXT = (
 )
 OUTPUTS_TEXT = (
     "scores: float32 [R, K+1] softmax probabilities, column 0 background, column i + 1 classes[i]; boxes: float32 "
-    "[R, 4(K+1)] per-class boxes x1, y1, x2, y2 in original pixels, clipped; then per-class NMS (IoU 0.3, +1 areas)"
+    "[R, 4(K+1)] per-class boxes x1, y1, x2, y2 in original pixels, clipped; then per-class NMS (+1 areas) at the "
+    "checkpoint entry's postprocess.nms IoU (0.3 when absent)"
 )
 
 

@@ -8,6 +8,7 @@ A checkpoint is a ``torch.save``-d dict::
     model             ModelConfig.to_dict(): backbone spec, classes (no background), head (hidden, RoI size, SVD ranks)
     preprocessing     how images are normalised (channel order, mean, std)
     input             {"scales": [600], "max_size": 1000}: the test scale(s) it was trained for
+    postprocess       {"nms": 0.4}: the NMS IoU its training recipe tests with (absent: the paper's 0.3)
     proposals         the Selective Search settings used in training (detect uses the same by default)
     box_coding        {"means", "stds", "folded": true}: regression normalisation, already folded into bbox_pred
     state_dict        the weights (float32, or float16 for shipped models: ``dtype``)
@@ -58,6 +59,8 @@ class Checkpoint:
     preprocessing: Preprocessing
     scales: tuple[int, ...] = (600,)
     max_size: int = 1000
+    #: the per-class NMS IoU detect and evaluate use by default (None: written before it was recorded; 0.3)
+    nms: float | None = None
     proposals: dict[str, Any] = field(default_factory=dict)
     box_coding: dict[str, Any] = field(default_factory=dict)
     compression: dict[str, Any] | None = None
@@ -76,6 +79,7 @@ class Checkpoint:
             "model": self.config.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "input": {"scales": list(self.scales), "max_size": self.max_size},
+            **({} if self.nms is None else {"postprocess": {"nms": float(self.nms)}}),
             "proposals": dict(self.proposals),
             "box_coding": dict(self.box_coding),
             "compression": self.compression,
@@ -156,11 +160,15 @@ def checkpoint_meta(payload: dict[str, Any], path: Path | None = None) -> Checkp
     try:
         config = ModelConfig.from_dict(payload["model"])
         inp = payload.get("input") or {}
+        nms = (payload.get("postprocess") or {}).get("nms")
+        if nms is not None and not 0.0 < float(nms) <= 1.0:
+            raise ValueError(f"postprocess.nms must be in (0, 1], not {nms!r}")
         return Checkpoint(
             config=config,
             preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
             scales=tuple(int(s) for s in inp.get("scales", (600,))),
             max_size=int(inp.get("max_size", 1000)),
+            nms=None if nms is None else float(nms),
             proposals=dict(payload.get("proposals") or {}),
             box_coding=dict(payload.get("box_coding") or {}),
             compression=payload.get("compression"),

@@ -103,7 +103,8 @@ class LogHook(HookBase):
             + f"), lr {s.lr:g} x{s.gamma:g} at {', '.join(map(str, s.lr_step)) or 'never'}, warm-up "
             f"{s.warmup}, backbone lr x{s.backbone_lr_factor:g}, clip "
             f"{'off' if math.isinf(s.clip_grad_norm) else f'{s.clip_grad_norm:g}'}, scales "
-            f"{'/'.join(map(str, s.scale))} (test {s.resolved_test_scale}, max {s.max_size})"
+            f"{'/'.join(map(str, s.scale))} (test {s.resolved_test_scale}, max {s.max_size}, "
+            f"NMS {s.resolved_test_nms:g})"
         )
 
     def after_step(self) -> None:

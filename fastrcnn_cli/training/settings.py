@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastrcnn_cli.detect_settings import DEFAULT_NMS
 from fastrcnn_cli.errors import InputError, SettingsError
 from fastrcnn_cli.fields import (
     FRACTION,
@@ -144,6 +145,11 @@ class TrainSettings:
         f"{MULTI_SCALE_TEST_SCALE} with several).",
         panel=SAMPLING, interval=PIXELS,
     )
+    test_nms: float | None = setting(
+        None,
+        f"Per-class NMS IoU for evaluation and the saved model's detect default ({recipe_values('test_nms')}).",
+        panel=SAMPLING, interval=number(0.0, 1.0, lo_open=True),
+    )
     # the solver
     lr: float | None = setting(
         None, f"Base learning rate ({recipe_values('lr')}).", panel=SOLVER, interval=number(0.0, 100.0, lo_open=True)
@@ -261,6 +267,8 @@ class TrainSettings:
             values["amp_dtype"] = "float16"
         if "use_difficult" not in data:  # written before difficult boxes were left out: it trained on them
             values["use_difficult"] = True
+        if "test_nms" not in data:  # written before the NMS IoU was a setting: it evaluated at the paper's
+            values["test_nms"] = DEFAULT_NMS
         if "recipe" not in data:  # a run folder from before recipes: what it trained with had none of them
             values.update(backbone_lr_factor=1.0, clip_grad_norm=math.inf, photometric=0.0)
         return cls(**values)
@@ -291,6 +299,11 @@ class TrainSettings:
         if self.eval_every is None:
             values["eval_every"] = max(1, math.ceil(iterations / recipe.evaluations))
         return dataclasses.replace(self, **values)
+
+    @property
+    def resolved_test_nms(self) -> float:
+        """The per-class NMS IoU of evaluation and of the saved model: ``test_nms``, else the paper's."""
+        return float(self.test_nms) if self.test_nms is not None else DEFAULT_NMS
 
     @property
     def resolved_test_scale(self) -> int:

@@ -216,6 +216,7 @@ class Trainer:
             preprocessing=self.model.preprocessing,
             scales=(s.resolved_test_scale,),
             max_size=s.max_size,
+            nms=s.resolved_test_nms,
             proposals=self.proposal_settings.to_dict(),
             training={
                 "data": str(self.train_set.root),
@@ -346,7 +347,7 @@ class Trainer:
             return None
         s = self.settings
         detector = detector_for_model(self.model, s.resolved_test_scale, s.max_size, self.proposal_settings,
-                                      self.device, normalised_deltas=True)
+                                      self.device, normalised_deltas=True, nms=s.resolved_test_nms)
         try:
             return evaluate_split(detector, self.eval_data, description="evaluating")
         finally:
