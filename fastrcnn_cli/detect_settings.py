@@ -83,10 +83,12 @@ class DetectSettings:
         ``train``'s periodic evaluation uses), its ``max_size`` and its NMS IoU (:data:`DEFAULT_NMS` when it
         records none), unless given."""
         meta_scales = tuple(meta.scales) or (DEFAULT_SCALE,)
+        if nms is None:
+            nms = meta.nms if meta.nms is not None else DEFAULT_NMS
         return cls(
             scale=tuple(int(s) for s in scale) if scale else (int(meta_scales[0]),),
             max_size=int(max_size) if max_size is not None else int(meta.max_size or DEFAULT_MAX_SIZE),
-            nms=float(nms) if nms is not None else float(meta.nms if meta.nms is not None else DEFAULT_NMS),
+            nms=float(nms),
             **kw,
         )
 

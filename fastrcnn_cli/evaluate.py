@@ -76,7 +76,7 @@ class EvaluateSettings:
     detections: Path | None = None  #: re-score this detections file instead of running a model
     scale: tuple[int, ...] | None = None  #: test scales (None: the checkpoint's training scale)
     max_size: int | None = None  #: longer side cap (None: the checkpoint's)
-    nms: float | None = None  #: per-class NMS IoU (None: the checkpoint's, else the paper's 0.3)
+    nms: float | None = None  #: per-class NMS IoU (None: the checkpoint's, else the paper's; checked by DetectSettings)
     device: str = "auto"
     metric: Metric | None = None  #: the headline AP (None: voc07 for VOC 2007 data, else area)
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
@@ -96,8 +96,6 @@ class EvaluateSettings:
             problems.append(("data_format", f"choose {', '.join(FORMATS)}, not {self.data_format!r}"))
         if not 0.0 < self.iou_threshold <= 1.0:  # also refuses NaN
             problems.append(("iou_threshold", f"must be in (0, 1] (got {self.iou_threshold:g})"))
-        if self.nms is not None and not 0.0 < self.nms <= 1.0:
-            problems.append(("nms", f"must be in (0, 1] (got {self.nms:g})"))
         if self.detections is not None:
             for name in ("weights", "scale", "max_size", "nms", "save_detections"):
                 if getattr(self, name) is not None:

@@ -148,7 +148,7 @@ class TrainSettings:
     test_nms: float | None = setting(
         None,
         f"Per-class NMS IoU for evaluation and the saved model's detect default ({recipe_values('test_nms')}).",
-        panel=SAMPLING, interval=number(0.0, 1.0, lo_open=True),
+        panel=SAMPLING, interval=POSITIVE_FRACTION,
     )
     # the solver
     lr: float | None = setting(
