@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,9 +17,11 @@ from fastrcnn_cli.data.synthetic import SyntheticSettings, class_names, make_syn
 from fastrcnn_cli.data.voc import ImageRecord, load_dataset
 from fastrcnn_cli.errors import SettingsError
 from fastrcnn_cli.model.checkpoint import read_checkpoint_file
+from fastrcnn_cli.model.fast_rcnn import build_model
 from fastrcnn_cli.monitor import RunMonitor, prior_loss
 from fastrcnn_cli.recipes import RECIPES
 from fastrcnn_cli.train import TrainSettings, train
+from fastrcnn_cli.training.solver import depthwise_parameters, make_optimizer
 
 
 def records(n: int, num_classes: int, seed: int = 0) -> list[ImageRecord]:
@@ -92,10 +95,35 @@ def test_old_run_folders_resume_without_the_new_defaults() -> None:
     s = TrainSettings.from_dict(old).resolved(100)
     assert (s.backbone_lr_factor, s.clip_grad_norm, s.photometric, s.eval_split) == (1.0, math.inf, 0.0, "none")
     assert s.resolved_test_nms == 0.3  # evaluated at the paper's NMS IoU before it was a setting
+    assert s.depthwise_lr_factor == s.backbone_lr_factor  # the depthwise convolutions learnt at the backbone's rate
+    recipe_run = TrainSettings.from_dict({"data": "x", "recipe": "small-data", "backbone_lr_factor": 0.1})
+    assert recipe_run.resolved(100).depthwise_lr_factor == 0.1
     # fields renamed to their flags read under the new names
     assert (s.scale, s.lr_step, s.warmup, s.iterations) == ((480,), (80,), 10, 100)
     assert TrainSettings.from_dict({"data": "x", "holdout_fraction": 0.3, "proposal_proposer": "native"}).holdout == 0.3
     assert TrainSettings.from_dict({"data": "x", "proposal_proposer": "native"}).proposer == "native"
+
+
+def test_depthwise_convolutions_learn_at_their_own_rate() -> None:
+    s = TrainSettings(data="x", backbone="efficientnet-lite0").resolved(300)
+    recipe = RECIPES["small-data"]
+    assert (s.backbone_lr_factor, s.depthwise_lr_factor) == (recipe.backbone_lr_factor, recipe.depthwise_lr_factor)
+    model = build_model(s.model_config(["a", "b"]), pretrained=False)
+    depthwise = {f"backbone.{n}" for n in depthwise_parameters(model.backbone)}
+    assert depthwise and all(model.get_parameter(n).shape[1] == 1 for n in depthwise)
+    factor = {id(p): (g["lr_factor"], g["weight_decay"]) for g in make_optimizer(model, s).param_groups
+              for p in g["params"]}
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert {id(p) for _, p in trained} == set(factor)
+    for name, p in trained:
+        layer = (s.depthwise_lr_factor if name in depthwise else s.backbone_lr_factor if name.startswith("backbone.")
+                 else 1.0)
+        bias = name.endswith(".bias")
+        assert factor[id(p)] == (layer * (s.bias_lr_factor if bias else 1.0), 0.0 if bias else s.weight_decay), name
+    # one factor for the whole backbone: the groups of a run from before depthwise_lr_factor (its last.pt resumes)
+    same = dataclasses.replace(s, depthwise_lr_factor=s.backbone_lr_factor)
+    pairs = {(n.startswith("backbone."), n.endswith(".bias")) for n, _ in trained}
+    assert len(make_optimizer(model, same).param_groups) == len(pairs) < len(make_optimizer(model, s).param_groups)
 
 
 def test_prior_loss_is_the_entropy_of_the_labels() -> None:

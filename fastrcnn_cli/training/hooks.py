@@ -101,7 +101,9 @@ class LogHook(HookBase):
             f"recipe {s.recipe}: {s.iterations} iterations ({t.epochs(s.iterations):.1f} epochs"
             + (f", fitted to {s.time_budget:g} min after the first iterations" if s.time_budget else "")
             + f"), lr {s.lr:g} x{s.gamma:g} at {', '.join(map(str, s.lr_step)) or 'never'}, warm-up "
-            f"{s.warmup}, backbone lr x{s.backbone_lr_factor:g}, clip "
+            f"{s.warmup}, backbone lr x{s.backbone_lr_factor:g}"
+            + (f" (depthwise x{s.depthwise_lr_factor:g})" if s.depthwise_lr_factor != s.backbone_lr_factor else "")
+            + ", clip "
             f"{'off' if math.isinf(s.clip_grad_norm) else f'{s.clip_grad_norm:g}'}, scales "
             f"{'/'.join(map(str, s.scale))} (test {s.resolved_test_scale}, max {s.max_size}, "
             f"NMS {s.resolved_test_nms:g})"

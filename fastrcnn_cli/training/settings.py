@@ -163,6 +163,10 @@ class TrainSettings:
         None, f"Learning-rate multiplier of the backbone ({recipe_values('backbone_lr_factor')}).", panel=SOLVER,
         interval=number(0.0, 1000.0),
     )
+    depthwise_lr_factor: float | None = setting(
+        None, "Learning-rate multiplier of the backbone's depthwise convolutions, instead of --backbone-lr-factor "
+        f"({recipe_values('depthwise_lr_factor')}).", panel=SOLVER, interval=number(0.0, 1000.0),
+    )
     clip_grad_norm: float | None = setting(
         None, f"Clip the gradient's global norm to this; inf = off ({recipe_values('clip_grad_norm')}).",
         panel=SOLVER, interval=number(0.0, lo_open=True, allow_inf=True),
@@ -271,6 +275,8 @@ class TrainSettings:
             values["test_nms"] = DEFAULT_NMS
         if "recipe" not in data:  # a run folder from before recipes: what it trained with had none of them
             values.update(backbone_lr_factor=1.0, clip_grad_norm=math.inf, photometric=0.0)
+        if "depthwise_lr_factor" not in data:  # written before: the depthwise convolutions had the backbone's rate
+            values["depthwise_lr_factor"] = values.get("backbone_lr_factor")
         return cls(**values)
 
     def resolved(self, num_train_images: int) -> TrainSettings:

@@ -3,7 +3,9 @@
 One SGD iteration multiplies the learning rate by ``gamma`` at each of ``lr_step``; during an optional linear
 warm-up of ``warmup`` iterations it rises from lr / 10. Biases get twice the rate and no weight decay, as in the
 original's Caffe solver (``bias_lr_factor``); the backbone's trained layers get ``backbone_lr_factor`` times
-the rate on top.
+the rate on top, except its depthwise convolutions, which get ``depthwise_lr_factor`` instead (EfficientNet's
+3x3 / 5x5 per-channel filters have a fan-in of 9 or 25 and frozen batch norm after them: a step that suits a
+pointwise convolution is far larger than their weights; see ``recipes.py``).
 """
 
 from __future__ import annotations
@@ -14,19 +16,35 @@ from fastrcnn_cli.model.fast_rcnn import FastRCNN
 from fastrcnn_cli.training.settings import TrainSettings
 
 
+def depthwise_parameters(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters of depthwise convolutions (one filter per input channel)."""
+    return {
+        f"{module_name}.{name}" if module_name else name
+        for module_name, module in model.named_modules()
+        if isinstance(module, torch.nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+        for name, _ in module.named_parameters(recurse=False)
+    }
+
+
 def make_optimizer(model: FastRCNN, s: TrainSettings) -> torch.optim.SGD:
-    """SGD with four parameter groups: (backbone, head) x (weights, biases); each group's ``lr_factor`` scales
-    the rate :func:`learning_rate` gives."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    """SGD with a parameter group per (backbone, head) x (weights, biases), the backbone's depthwise
+    convolutions in groups of their own when their factor differs (so a run from before them, or of a backbone
+    without them, has the same groups); each group's ``lr_factor`` scales the rate :func:`learning_rate` gives."""
+    split = s.depthwise_lr_factor != s.backbone_lr_factor
+    depthwise = depthwise_parameters(model.backbone) if split else set()
+    groups: dict[tuple[bool, bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((name.startswith("backbone."), name.endswith(".bias")), []).append(p)
+            in_backbone = name.startswith("backbone.")
+            key = (in_backbone, name.endswith(".bias"), in_backbone and name.removeprefix("backbone.") in depthwise)
+            groups.setdefault(key, []).append(p)
     param_groups = []
-    for (in_backbone, is_bias), params in sorted(groups.items()):
-        factor = (s.bias_lr_factor if is_bias else 1.0) * (s.backbone_lr_factor if in_backbone else 1.0)
-        param_groups.append(
-            {"params": params, "lr_factor": factor, "weight_decay": 0.0 if is_bias else s.weight_decay}
-        )
+    for (in_backbone, is_bias, is_depthwise), params in sorted(groups.items()):
+        layer = s.depthwise_lr_factor if is_depthwise else s.backbone_lr_factor if in_backbone else 1.0
+        param_groups.append({
+            "params": params, "lr_factor": (s.bias_lr_factor if is_bias else 1.0) * layer,
+            "weight_decay": 0.0 if is_bias else s.weight_decay,
+        })
     return torch.optim.SGD(param_groups, lr=s.lr, momentum=s.momentum)
 
 
