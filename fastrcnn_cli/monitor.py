@@ -33,7 +33,7 @@ SPIKE_FACTOR = 50.0
 
 FIXES = (
     "lower the learning rate (--lr, e.g. 10x smaller), keep gradient clipping on (--clip-grad-norm), "
-    "train the backbone slower (--backbone-lr-factor 0.1) or warm up longer (--warmup)"
+    "train the backbone slower (--backbone-lr-factor 0.1, --depthwise-lr-factor 0.1) or warm up longer (--warmup)"
 )
 
 
