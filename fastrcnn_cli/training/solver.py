@@ -31,13 +31,11 @@ def make_optimizer(model: FastRCNN, s: TrainSettings) -> torch.optim.SGD:
     convolutions in groups of their own when their factor differs (so a run from before them, or of a backbone
     without them, has the same groups); each group's ``lr_factor`` scales the rate :func:`learning_rate` gives."""
     split = s.depthwise_lr_factor != s.backbone_lr_factor
-    depthwise = depthwise_parameters(model.backbone) if split else set()
+    depthwise = {f"backbone.{name}" for name in depthwise_parameters(model.backbone)} if split else set()
     groups: dict[tuple[bool, bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            in_backbone = name.startswith("backbone.")
-            key = (in_backbone, name.endswith(".bias"), in_backbone and name.removeprefix("backbone.") in depthwise)
-            groups.setdefault(key, []).append(p)
+            groups.setdefault((name.startswith("backbone."), name.endswith(".bias"), name in depthwise), []).append(p)
     param_groups = []
     for (in_backbone, is_bias, is_depthwise), params in sorted(groups.items()):
         layer = s.depthwise_lr_factor if is_depthwise else s.backbone_lr_factor if in_backbone else 1.0
